@@ -1,0 +1,440 @@
+"""The exercise checker: compare a learner's function with the reference, case by case.
+
+An :class:`Exercise` names the function a learner writes, the reference implementation in
+``course_lib`` and a list of :class:`Case` objects: seeded random inputs plus hand-computed edge
+cases (many taken from the bug catalogue in the course's algorithm notes). :func:`check` runs every
+case and prints **one line**: either that all cases passed, or the first failing case with its
+inputs, the expected and the actual value and a hint.
+
+The checker survives bad learner code: exceptions, wrong shapes or dtypes, NaN or inf, inputs
+mutated in place and code that never returns (a time limit) all become feedback, never a crash.
+It returns the learner's function when it passes and, visibly, the reference when it does not, so an
+unfinished lesson still runs top to bottom. With ``COURSE_STRICT=1`` a failing check raises
+:class:`ExerciseCheckFailed` instead (that is how solutions are graded in CI).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Case",
+    "Exercise",
+    "CheckResult",
+    "ExerciseCheckFailed",
+    "CheckTimeout",
+    "USE_REFERENCE",
+    "run_exercise",
+    "check",
+    "compare",
+    "session_results",
+    "STRICT_ENV",
+    "GRADE_LOG_ENV",
+]
+
+STRICT_ENV = "COURSE_STRICT"
+GRADE_LOG_ENV = "COURSE_GRADE_LOG"
+
+Status = Literal["passed", "failed", "not attempted"]
+
+
+class _UseReference:
+    def __repr__(self) -> str:
+        return "USE_REFERENCE"
+
+
+USE_REFERENCE: Any = _UseReference()
+"""Sentinel for :attr:`Case.expected`: compute the expected value by running the reference."""
+
+
+class ExerciseCheckFailed(AssertionError):
+    """Raised by :func:`check` in strict mode (``COURSE_STRICT=1``) when a check does not pass."""
+
+
+class CheckTimeout(Exception):
+    """The learner's function ran past the exercise's time limit."""
+
+
+Observer = Callable[[Callable[..., Any], dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input (or one behaviour) on which the learner's function must match the reference.
+
+    Attributes:
+        label: short name shown when the case fails, e.g. ``"episode boundary resets the sum"``.
+        inputs: keyword arguments for the function. Each call gets a deep copy, so a function that
+            mutates its inputs cannot corrupt later cases, and the mutation is reported.
+        expected: the expected observation, or :data:`USE_REFERENCE` to run the reference on the
+            same inputs. Hand-computed values from the algorithm notes go here.
+        hint: one sentence pointing at the likely mistake when this case fails.
+        observe: how to turn a function into the value that is compared. The default calls
+            ``fn(**inputs)``. A custom observer can, for example, return a gradient, or the
+            parameters of a model after an update, to test behaviour rather than output.
+        atol, rtol: tolerances for floating-point comparison.
+        check_mutation: report inputs changed in place (turn off for functions whose job is to
+            update a model's parameters in place).
+    """
+
+    label: str
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    expected: Any = USE_REFERENCE
+    hint: str = ""
+    observe: Observer | None = None
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    check_mutation: bool = True
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A graded exercise: a stable id (``"LL.N"``), the function name and its reference.
+
+    ``make_cases`` builds the cases lazily (seeded, so they are the same on every run) and is called
+    once per check. ``time_limit_s`` bounds each call of the learner's function.
+    """
+
+    id: str
+    name: str
+    title: str
+    reference: Callable[..., Any]
+    make_cases: Callable[[], Sequence[Case]]
+    time_limit_s: float = 3.0
+
+    @property
+    def lesson(self) -> str:
+        """The two-digit lesson number, e.g. ``"01"`` for exercise ``"01.2"``."""
+        return self.id.split(".")[0]
+
+    @property
+    def reference_path(self) -> str:
+        """Where the reference lives, e.g. ``"course_lib.returns.reward_to_go"``."""
+        return f"{self.reference.__module__}.{self.reference.__qualname__}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of checking one function against one exercise."""
+
+    exercise_id: str
+    name: str
+    status: Status
+    message: str
+    cases_passed: int
+    cases_total: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+_SESSION: list[CheckResult] = []
+
+
+def session_results() -> list[CheckResult]:
+    """Every check run in this Python process (this notebook's kernel), in order."""
+    return list(_SESSION)
+
+
+# --------------------------------------------------------------------------------------------
+# Running the learner's code safely
+# --------------------------------------------------------------------------------------------
+
+
+def _call_with_time_limit(func: Callable[[], Any], seconds: float) -> Any:
+    """Call ``func()``; raise :class:`CheckTimeout` if it runs longer than ``seconds``.
+
+    In the main thread on Unix (a Jupyter kernel runs cells there) a SIGALRM timer interrupts the
+    running Python code. Elsewhere the call runs in a daemon thread that is abandoned on timeout.
+    """
+    use_signal = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if use_signal:
+
+        def _on_alarm(signum, frame):  # noqa: ARG001
+            raise CheckTimeout()
+
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return func()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    box: dict[str, Any] = {}
+
+    def _target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller below
+            box["error"] = err
+
+    worker = threading.Thread(target=_target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise CheckTimeout()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _learner_frame(err: BaseException) -> str:
+    """' (line N of your function)' for the innermost frame outside the course's own files."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = traceback.extract_tb(err.__traceback__)
+    for frame in reversed(frames):
+        if not os.path.abspath(frame.filename).startswith(here) and "site-packages" not in frame.filename:
+            code = (frame.line or "").strip()
+            return f" (at line {frame.lineno}: `{code}`)" if code else f" (at line {frame.lineno})"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing values
+# --------------------------------------------------------------------------------------------
+
+
+def _short(value: Any, limit: int = 8) -> str:
+    """A compact, one-line description of a value for feedback messages."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= limit:
+            flat = value.detach().flatten()
+            if value.is_floating_point():
+                data = [round(float(x), 5) for x in flat.float().tolist()]
+            else:
+                data = flat.tolist()
+            if value.dim() == 0:
+                return f"tensor({data[0]})"
+            if value.dim() == 1:
+                return f"tensor({data})"
+            return f"tensor of shape {tuple(value.shape)} {data}"
+        return f"{str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        if value.size <= limit:
+            return f"array({np.round(value.astype(float), 5).tolist()})"
+        return f"{value.dtype} array of shape {value.shape}"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k!r}: {_short(v, 4)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)) and len(value) <= limit:
+        inner = ", ".join(_short(v, 4) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, torch.nn.Module):
+        return f"a {type(value).__name__} module"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _compare_arrays(expected: torch.Tensor, got: torch.Tensor, atol: float, rtol: float) -> str | None:
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"expected shape {tuple(expected.shape)}, got shape {tuple(got.shape)}"
+    if got.dtype != expected.dtype:
+        return f"expected dtype {expected.dtype}, got dtype {got.dtype}"
+    if expected.numel() == 0:
+        return None
+    exp = expected.detach().cpu()
+    out = got.detach().cpu()
+    if exp.dtype == torch.bool or not (exp.is_floating_point() or exp.is_complex()):
+        wrong = (exp != out).flatten().nonzero()
+    else:
+        bad_out = ~torch.isfinite(out) & torch.isfinite(exp)
+        if bad_out.any():
+            idx = int(bad_out.flatten().nonzero()[0])
+            kind = "NaN" if torch.isnan(out.flatten()[idx]) else "inf"
+            return f"got {kind} at flat index {idx} where {float(exp.flatten()[idx]):.6g} was expected"
+        close = torch.isclose(out.double(), exp.double(), rtol=rtol, atol=atol, equal_nan=True)
+        wrong = (~close).flatten().nonzero()
+    if len(wrong) == 0:
+        return None
+    idx = int(wrong[0])
+    e, g = exp.flatten()[idx].item(), out.flatten()[idx].item()
+    where = f" (first difference at flat index {idx}: expected {e:.6g}, got {g:.6g})" if exp.numel() > 1 else ""
+    return f"expected {_short(expected)}, got {_short(got)}{where}"
+
+
+def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, path: str = "") -> str | None:
+    """Return ``None`` if ``got`` matches ``expected``, else a sentence saying what differs.
+
+    Tensors must match in shape, dtype and values (NaN must stay NaN, finite values must stay
+    finite); numbers within tolerance; tuples, lists and dicts element by element.
+    """
+    where = f"in {path}: " if path else ""
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(got, torch.Tensor):
+            return f"{where}expected a torch.Tensor, got {type(got).__name__} {_short(got)}"
+        problem = _compare_arrays(expected, got, atol, rtol)
+        return None if problem is None else where + problem
+    if isinstance(expected, np.ndarray):
+        if not isinstance(got, np.ndarray):
+            return f"{where}expected a numpy array, got {type(got).__name__} {_short(got)}"
+        if got.dtype != expected.dtype:
+            return f"{where}expected dtype {expected.dtype}, got dtype {got.dtype}"
+        problem = _compare_arrays(torch.from_numpy(expected.copy()), torch.from_numpy(got.copy()), atol, rtol)
+        return None if problem is None else where + problem
+    if isinstance(expected, bool):
+        if not isinstance(got, (bool, np.bool_)) and not (isinstance(got, torch.Tensor) and got.numel() == 1):
+            return f"{where}expected a bool, got {type(got).__name__} {_short(got)}"
+        return None if bool(got) == expected else f"{where}expected {expected}, got {bool(got)}"
+    if _is_number(expected):
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if not _is_number(got):
+            return f"{where}expected a number, got {type(got).__name__} {_short(got)}"
+        e, g = float(expected), float(got)
+        if math.isnan(e) and math.isnan(g):
+            return None
+        if not math.isfinite(g) and math.isfinite(e):
+            return f"{where}expected {e:.6g}, got {g}"
+        return None if math.isclose(g, e, rel_tol=rtol, abs_tol=atol) else f"{where}expected {e:.6g}, got {g:.6g}"
+    if isinstance(expected, Mapping):
+        if not isinstance(got, Mapping):
+            return f"{where}expected a dict with keys {sorted(expected)}, got {type(got).__name__}"
+        missing = [k for k in expected if k not in got]
+        if missing:
+            return f"{where}the result is missing the key(s) {missing}"
+        for key in expected:
+            problem = compare(expected[key], got[key], atol, rtol, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return f"{where}expected a {type(expected).__name__} of {len(expected)} items, got {type(got).__name__}"
+        if len(got) != len(expected):
+            return f"{where}expected {len(expected)} items, got {len(got)}"
+        names = getattr(expected, "_fields", None)
+        for i, (e, g) in enumerate(zip(expected, got)):
+            label = f"{path}.{names[i]}" if names else f"{path}[{i}]"
+            problem = compare(e, g, atol, rtol, label.lstrip("."))
+            if problem:
+                return problem
+        return None
+    if expected is None:
+        return None if got is None else f"{where}expected None, got {_short(got)}"
+    return None if got == expected else f"{where}expected {_short(expected)}, got {_short(got)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Checking an exercise
+# --------------------------------------------------------------------------------------------
+
+
+def _default_observe(fn: Callable[..., Any], inputs: dict[str, Any]) -> Any:
+    return fn(**inputs)
+
+
+def _describe_inputs(inputs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in inputs.items())
+
+
+def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
+    """Run every case of ``exercise`` on ``fn``; never raises for anything the learner wrote."""
+    start = time.perf_counter()
+    cases: Sequence[Case] = exercise.make_cases()
+
+    def result(status: Status, message: str, passed: int) -> CheckResult:
+        return CheckResult(exercise.id, exercise.name, status, message, passed, len(cases),
+                           time.perf_counter() - start)
+
+    if not callable(fn):
+        return result("failed", f"expected a function, got {type(fn).__name__} {_short(fn)}", 0)
+
+    for number, case in enumerate(cases):
+        observe = case.observe or _default_observe
+        if case.expected is USE_REFERENCE:
+            expected = observe(exercise.reference, copy.deepcopy(dict(case.inputs)))
+        else:
+            expected = case.expected
+        call_inputs = copy.deepcopy(dict(case.inputs))
+        try:
+            got = _call_with_time_limit(lambda: observe(fn, call_inputs), exercise.time_limit_s)
+        except NotImplementedError:
+            return result("not attempted", "not attempted yet (your function raises NotImplementedError)", 0)
+        except CheckTimeout:
+            problem = (f"did not return within {exercise.time_limit_s:g} s (an endless loop, or far too "
+                       f"much work for a small input)")
+            return result("failed", _case_message(case, problem), number)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # noqa: BLE001 - learner code may raise anything
+            problem = f"raised {type(err).__name__}: {err}{_learner_frame(err)}"
+            return result("failed", _case_message(case, problem), number)
+
+        problem = compare(expected, got, case.atol, case.rtol)
+        if problem is None and case.check_mutation:
+            for key, original in case.inputs.items():
+                if compare(original, call_inputs[key], atol=0.0, rtol=0.0) is not None:
+                    problem = (f"your function changed its input `{key}` in place; build a new "
+                               f"tensor instead (e.g. `x = x + 1`, not `x += 1`)")
+                    break
+        if problem is not None:
+            return result("failed", _case_message(case, problem), number)
+    return result("passed", f"all {len(cases)} cases passed", len(cases))
+
+
+def _case_message(case: Case, problem: str) -> str:
+    text = f"case '{case.label}'"
+    if case.inputs:
+        text += f" with {_describe_inputs(case.inputs)}"
+    text += f": {problem}."
+    if case.hint:
+        text += f" Hint: {case.hint}"
+    return text
+
+
+def _strict() -> bool:
+    return os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _log(result: CheckResult) -> None:
+    path = os.environ.get(GRADE_LOG_ENV)
+    if not path:
+        return
+    record = {"id": result.exercise_id, "name": result.name, "status": result.status,
+              "message": result.message, "cases_passed": result.cases_passed,
+              "cases_total": result.cases_total}
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def check(exercise: Exercise, fn: Any) -> Callable[..., Any]:
+    """Check ``fn`` against ``exercise``, print one line, and return the function to use next.
+
+    Returns ``fn`` itself when every case passes. Otherwise prints the first failing case and returns
+    the reference implementation, so the rest of the notebook still runs; in strict mode
+    (``COURSE_STRICT=1``) raises :class:`ExerciseCheckFailed` instead.
+    """
+    outcome = run_exercise(exercise, fn)
+    _SESSION.append(outcome)
+    _log(outcome)
+    head = f"Exercise {exercise.id} `{exercise.name}`"
+    if outcome.passed:
+        print(f"✅ {head}: passed, {outcome.message} ({outcome.seconds:.2f} s). Using your function.")
+        return fn
+    mark = "⏳" if outcome.status == "not attempted" else "❌"
+    line = f"{mark} {head}: {outcome.message}"
+    if _strict():
+        raise ExerciseCheckFailed(line)
+    print(f"{line} → Using the reference `{exercise.reference_path}` for now.")
+    return exercise.reference
