@@ -25,6 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -324,7 +325,7 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, pat
         if len(got) != len(expected):
             return f"{where}expected {len(expected)} items, got {len(got)}"
         names = getattr(expected, "_fields", None)
-        for i, (e, g) in enumerate(zip(expected, got)):
+        for i, (e, g) in enumerate(zip(expected, got, strict=True)):
             label = f"{path}.{names[i]}" if names else f"{path}[{i}]"
             problem = compare(e, g, atol, rtol, label.lstrip("."))
             if problem:
@@ -368,7 +369,7 @@ def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
             expected = case.expected
         call_inputs = copy.deepcopy(dict(case.inputs))
         try:
-            got = _call_with_time_limit(lambda: observe(fn, call_inputs), exercise.time_limit_s)
+            got = _call_with_time_limit(partial(observe, fn, call_inputs), exercise.time_limit_s)
         except NotImplementedError:
             return result("not attempted", "not attempted yet (your function raises NotImplementedError)", 0)
         except CheckTimeout:

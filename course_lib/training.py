@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
-from typing import Any
-
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,7 +36,7 @@ class TrainResult(NamedTuple):
 
     policy: nn.Module
     value: nn.Module | None
-    history: "History"
+    history: History
 
 
 class NonFiniteError(FloatingPointError):
