@@ -21,16 +21,23 @@ import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-
-import nbformat
-from nbformat import NotebookNode
+from typing import Any
 
 from course_lib import exercises
+
+Notebook = dict[str, Any]
+"""A version-4 notebook as a plain dict (an ``nbformat.NotebookNode`` works too).
+
+This module reads and writes the JSON itself instead of importing ``nbformat``: with a full Jupyter
+install, importing ``nbformat`` compiles a URI grammar for ``jsonschema`` and took 3.5 s here,
+longer than everything else :mod:`tools.make_lessons` does.
+"""
 
 __all__ = [
     "BEGIN_MARKER",
     "END_MARKER",
     "SOLUTION_ONLY_TAG",
+    "Notebook",
     "NotebookError",
     "SolutionRegion",
     "read_notebook",
@@ -60,7 +67,7 @@ class SolutionRegion:
     """One ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` region of a code cell.
 
     ``begin`` and ``end`` are 0-based line indices of the two marker lines in the cell's source;
-    ``cell`` is the 0-based index of the cell in ``nb.cells``.
+    ``cell`` is the 0-based index of the cell in ``nb["cells"]``.
     """
 
     cell: int
@@ -71,7 +78,7 @@ class SolutionRegion:
     exercise_id: str
 
 
-def read_notebook(path: str | Path) -> NotebookNode:
+def read_notebook(path: str | Path) -> Notebook:
     """Read a version-4 notebook, raising :class:`NotebookError` with the file and the problem."""
     path = Path(path)
     try:
@@ -84,6 +91,8 @@ def read_notebook(path: str | Path) -> NotebookNode:
         raise NotebookError(f"{path}: not a text file ({err.reason})") from None
     except OSError as err:
         raise NotebookError(f"{path}: cannot be read ({err.strerror})") from None
+    if not text.strip():
+        raise NotebookError(f"{path}: the file is empty, not a notebook")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -95,33 +104,54 @@ def read_notebook(path: str | Path) -> NotebookNode:
     for number, cell in enumerate(data["cells"], start=1):
         if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
             raise NotebookError(f"{path}: cell {number} is not a code, markdown or raw cell")
-    return nbformat.from_dict(data)
+    for cell in data["cells"]:  # on disk a source is a list of lines; in memory one string
+        if isinstance(cell.get("source"), list):
+            cell["source"] = "".join(cell["source"])
+        cell.setdefault("metadata", {})
+    data.setdefault("metadata", {})
+    return data
 
 
-def notebook_text(nb: NotebookNode) -> str:
-    """Serialise like JupyterLab does (indent 1, sorted keys, trailing newline): stable for diffs."""
-    text = nbformat.writes(nb, version=nbformat.NO_CONVERT)
-    return text if text.endswith("\n") else text + "\n"
+def notebook_text(nb: Notebook) -> str:
+    """Serialise a notebook without outputs exactly like ``nbformat.write`` (and so JupyterLab).
+
+    Sources become lists of lines, keys are sorted, indent is 1, the file ends with a newline:
+    stable, diff-friendly text. (Output texts are not split; this course never writes outputs.)
+    """
+    disk = copy.deepcopy(nb)
+    disk.get("metadata", {}).pop("orig_nbformat", None)
+    disk.get("metadata", {}).pop("orig_nbformat_minor", None)
+    disk.get("metadata", {}).pop("signature", None)
+    for cell in disk["cells"]:
+        cell.get("metadata", {}).pop("trusted", None)
+        if isinstance(cell.get("source"), str):
+            cell["source"] = cell["source"].splitlines(True)
+    return json.dumps(disk, indent=1, sort_keys=True, ensure_ascii=False, separators=(",", ": ")) + "\n"
 
 
-def strip_outputs(nb: NotebookNode) -> NotebookNode:
+def strip_outputs(nb: Notebook) -> Notebook:
     """A copy of ``nb`` with no outputs, no execution counts and no run-time metadata.
 
     Cell ids, tags and the notebook's kernelspec are kept: they are written by the author.
     """
     clean = copy.deepcopy(nb)
     for key in _NOISY_NOTEBOOK_METADATA:
-        clean.metadata.pop(key, None)
-    for cell in clean.cells:
+        clean.get("metadata", {}).pop(key, None)
+    for cell in clean["cells"]:
         for key in _NOISY_CELL_METADATA:
-            cell.metadata.pop(key, None)
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
+            cell.get("metadata", {}).pop(key, None)
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
     return clean
 
 
-def _tags(cell: NotebookNode) -> list[str]:
+def _source(cell: dict[str, Any]) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _tags(cell: dict[str, Any]) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
@@ -130,7 +160,7 @@ def _function_extents(source: str, where: str) -> list[tuple[ast.FunctionDef | a
 
     IPython magics (``%time``, ``!pip``) are blanked first so the rest parses as Python.
     """
-    lines = source.splitlines()
+    lines = source.split("\n")
     parsable = "\n".join("" if _MAGIC_LINE.match(line) else line for line in lines)
     try:
         tree = ast.parse(parsable)
@@ -154,7 +184,7 @@ def _function_extents(source: str, where: str) -> list[tuple[ast.FunctionDef | a
 
 def _cell_regions(source: str, cell_index: int, where: str) -> list[SolutionRegion]:
     """The solution regions of one code cell's source (``where`` names it in error messages)."""
-    lines = source.splitlines()
+    lines = source.split("\n")
     marks = [(i, line) for i, line in enumerate(lines) if line.strip() in (BEGIN_MARKER, END_MARKER)]
     if not marks:
         return []
@@ -197,12 +227,12 @@ def _cell_regions(source: str, cell_index: int, where: str) -> list[SolutionRegi
     return regions
 
 
-def find_solution_regions(nb: NotebookNode, name: str = "notebook") -> list[SolutionRegion]:
+def find_solution_regions(nb: Notebook, name: str = "notebook") -> list[SolutionRegion]:
     """Every solution region of ``nb``, in order; ``name`` (e.g. the file) appears in errors."""
     regions: list[SolutionRegion] = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            regions += _cell_regions(cell.source, index, f"{name}: cell {index + 1}")
+    for index, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            regions += _cell_regions(_source(cell), index, f"{name}: cell {index + 1}")
     return regions
 
 
@@ -214,7 +244,7 @@ def _stub(region: SolutionRegion) -> list[str]:
     ]
 
 
-def make_lesson(nb: NotebookNode, name: str = "notebook") -> NotebookNode:
+def make_lesson(nb: Notebook, name: str = "notebook") -> Notebook:
     """The lesson for solution notebook ``nb``: regions become stubs, ``solution-only`` cells go.
 
     The result is stripped of outputs (:func:`strip_outputs`) and otherwise equal to ``nb``, so the
@@ -223,12 +253,12 @@ def make_lesson(nb: NotebookNode, name: str = "notebook") -> NotebookNode:
     regions = find_solution_regions(nb, name)
     lesson = strip_outputs(nb)
     for cell_index in sorted({r.cell for r in regions}):
-        cell = lesson.cells[cell_index]
-        lines = cell.source.splitlines()
+        cell = lesson["cells"][cell_index]
+        lines = _source(cell).split("\n")
         for region in sorted((r for r in regions if r.cell == cell_index), key=lambda r: -r.begin):
             lines[region.begin: region.end + 1] = _stub(region)
-        cell.source = "\n".join(lines)
-    lesson.cells = [cell for cell in lesson.cells if SOLUTION_ONLY_TAG not in _tags(cell)]
+        cell["source"] = "\n".join(lines)
+    lesson["cells"] = [cell for cell in lesson["cells"] if SOLUTION_ONLY_TAG not in _tags(cell)]
     return lesson
 
 
@@ -242,13 +272,13 @@ def extract_solution_functions(path: str | Path) -> dict[str, str]:
     found: dict[str, str] = {}
     for region in find_solution_regions(nb, str(path)):
         where = f"{path}: cell {region.cell + 1}"
-        source = nb.cells[region.cell].source
-        lines = source.splitlines()
+        source = _source(nb["cells"][region.cell])
+        lines = source.split("\n")
         for node, last in _function_extents(source, where):
             if node.name != region.function or not node.lineno <= region.begin < last:
                 continue
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            text = textwrap.dedent("\n".join(lines[first - 1: last])) + "\n"
+            text = textwrap.dedent("\n".join(lines[first - 1: last])).rstrip() + "\n"
             if found.get(node.name, text) != text:
                 raise NotebookError(f"{where}: function {node.name!r} is solved twice in this notebook")
             found[node.name] = text

@@ -11,7 +11,6 @@ import torch
 import course_lib
 from course_lib import envs, networks, rollouts, training
 
-
 # --- networks ---------------------------------------------------------------------------------
 
 

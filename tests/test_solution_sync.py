@@ -1,0 +1,61 @@
+"""The solution notebooks and course_lib agree: every solved function passes its own checker.
+
+Each function holding a ``### BEGIN SOLUTION`` region in ``solutions/*.ipynb`` is pulled out of
+the notebook, executed on its own (in a namespace with the usual imports only, because notebook
+functions take what they use) and run through :func:`course_lib.checker.run_exercise`, which
+compares it with the reference in ``course_lib`` on seeded inputs. A teaching version that drifts
+from the library's version fails here, without running the notebook.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from course_lib import checker, exercises
+from course_lib.notebooks import extract_solution_functions
+
+REPO = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
+
+
+def _solved_functions() -> list[Any]:
+    params = []
+    for path in SOLUTIONS:
+        for name, source in extract_solution_functions(path).items():
+            params.append(pytest.param(path, name, source, id=f"{path.stem}::{name}"))
+    return params
+
+
+def _namespace() -> dict[str, Any]:
+    return {"torch": torch, "nn": nn, "F": F, "np": np, "math": math, "Tensor": Tensor,
+            "Callable": Callable, "Sequence": Sequence, "Any": Any}
+
+
+@pytest.mark.parametrize("path, name, source", _solved_functions())
+def test_solved_function_passes_its_checker(path: Path, name: str, source: str) -> None:
+    exercise = exercises.by_name(name)
+    assert exercise.lesson == path.name[:2], (
+        f"{path.name} solves exercise {exercise.id} ({name}), which belongs to lesson {exercise.lesson}")
+    namespace = _namespace()
+    exec(compile(source, f"{path.name}::{name}", "exec"), namespace)
+    result = checker.run_exercise(exercise, namespace[name])
+    assert result.passed, f"{path.name}: exercise {exercise.id} ({name}) {result.status}: {result.message}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=[p.stem for p in SOLUTIONS])
+def test_every_exercise_of_the_lesson_is_solved_in_its_notebook(path: Path) -> None:
+    """A registered exercise missing from its notebook would have no stub in the lesson."""
+    solved = set(extract_solution_functions(path))
+    registered = {e.name for e in exercises.for_lesson(path.name[:2])}
+    assert solved == registered, (f"{path.name}: registered but not solved {sorted(registered - solved)}, "
+                                  f"solved but registered elsewhere {sorted(solved - registered)}")
