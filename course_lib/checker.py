@@ -259,7 +259,8 @@ def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
                     break
         if problem is not None:
             return result("failed", _case_message(case, problem), number)
-    return result("passed", f"all {len(cases)} cases passed", len(cases))
+    return result("passed", "the one case passed" if len(cases) == 1 else f"all {len(cases)} cases passed",
+                  len(cases))
 
 
 def _case_message(case: Case, problem: str) -> str:

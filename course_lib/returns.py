@@ -53,12 +53,14 @@ def discounted_return(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
     return (discounts * rewards).sum()
 
 
-def reward_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float, last_value: float = 0.0) -> torch.Tensor:
+def reward_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float,
+                 last_value: float | torch.Tensor = 0.0) -> torch.Tensor:
     """G_t = r_t + γ (1 - done_t) G_{t+1}, computed backwards; resets at every episode end.
 
-    Shapes: rewards ``(T,)``, dones ``(T,)`` bool (True where an episode ended at step t) →
-    ``(T,)``. ``last_value`` starts the recursion after the final step: 0 for a finished episode,
-    V(s_T) for a segment cut in the middle of an episode (bootstrap).
+    Shapes: rewards ``(T,)`` or ``(T, N)`` (time-major, N parallel envs), dones of the same shape,
+    bool (True where an episode ended at step t) → same shape. ``last_value`` (a number, or a
+    ``(N,)`` tensor) starts the recursion after the final step: 0 for a finished episode, V(s_T)
+    for a segment cut in the middle of an episode (bootstrap).
     """
     _check_rewards(rewards)
     _check_time_major("dones", dones, rewards)
