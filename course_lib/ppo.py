@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -107,13 +105,10 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
 
 
 @dataclass(frozen=True)
-class PPOConfig:
-    """Settings of :func:`train`. Defaults are tuned for CartPole-v1 (fast and stable)."""
+class PPOConfig(training.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+    Defaults are tuned for CartPole-v1 (fast and stable)."""
 
-    env_id: str = "CartPole-v1"
-    """Gymnasium id of an environment with flat observations and discrete actions."""
-    total_steps: int = 100_000
-    """Environment steps in total, over all parallel envs; the learning rate anneals to 0 over it."""
     num_envs: int = 10
     """Parallel environments N."""
     num_steps: int = 25
@@ -126,8 +121,6 @@ class PPOConfig:
     """Adam learning rate at the first iteration."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over ``total_steps``."""
-    gamma: float = 0.99
-    """Discount factor γ."""
     gae_lambda: float = 0.95
     """GAE λ: 0 gives the one-step TD error, 1 the Monte-Carlo return minus V."""
     clip_coef: float = 0.2
@@ -148,37 +141,26 @@ class PPOConfig:
     """Stop the epochs of an update early once approx_kl exceeds this (None: never)."""
     adam_eps: float = 1e-5
     """Adam's epsilon (1e-5 as in CleanRL and baselines)."""
-    hidden: Sequence[int] = (64, 64)
-    """Hidden layer sizes of the separate policy and value networks."""
 
     @property
     def batch_size(self) -> int:
-        return self.num_steps * self.num_envs
+        """T·N, the same as ``steps_per_iteration``: the samples of one update."""
+        return self.steps_per_iteration
 
     @property
     def minibatch_size(self) -> int:
         return self.batch_size // self.num_minibatches
 
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.batch_size)
-
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("total_steps", "num_envs", "num_steps", "update_epochs", "num_minibatches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        super().validate()
+        self.require_positive_ints("update_epochs", "num_minibatches")
         if self.minibatch_size < 2:
             raise ValueError(f"num_minibatches={self.num_minibatches} leaves minibatches of "
                              f"{self.minibatch_size} < 2 samples (advantage normalisation needs 2)")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        self.require_in_unit_interval("gae_lambda")
         _check_clip("clip_coef", self.clip_coef)
-        for name in ("learning_rate", "max_grad_norm", "adam_eps"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        self.require_positive("learning_rate", "max_grad_norm", "adam_eps")
 
 
 ACROBOT = dataclasses.replace(PPOConfig(), env_id="Acrobot-v1", total_steps=100_000, num_envs=16,
@@ -275,10 +257,7 @@ def train(config: PPOConfig = PPOConfig(), seed: int = 0, callback: training.Cal
             row = dict(env_steps=collector.total_steps, wall_seconds=time.perf_counter() - start,
                        learning_rate=optimizer.param_groups[0]["lr"],
                        explained_variance=explained_variance(data["values"], data["returns"]), **stats)
-            if batch.episode_returns:
-                row.update(episode_return=float(np.mean(batch.episode_returns)),
-                           episode_length=float(np.mean(batch.episode_lengths)))
-            history.log(**row)
+            history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):
                 break
     vec_env.close()

@@ -18,10 +18,8 @@ The reward-to-go recursion itself is :func:`course_lib.returns.reward_to_go`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from course_lib import distributions, envs, networks, rollouts, runtime, training
@@ -115,49 +113,28 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
 
 
 @dataclass(frozen=True)
-class ReinforceConfig:
-    """Settings of :func:`train`. Defaults solve CartPole-v1 within 100k env steps."""
+class ReinforceConfig(training.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+    Defaults solve CartPole-v1 within 100k env steps."""
 
-    env_id: str = "CartPole-v1"
-    """Gymnasium id of an environment with flat observations and discrete actions."""
-    total_steps: int = 100_000
-    """Environment steps in total, over all parallel envs."""
     num_envs: int = 8
     """Parallel environments N."""
     num_steps: int = 256
     """Segment length T per env: one policy update per T·N steps."""
-    gamma: float = 0.99
-    """Discount factor γ."""
     policy_lr: float = 5e-3
     """Adam learning rate of the policy (one gradient step per segment)."""
     value_lr: float = 3e-3
     """Adam learning rate of the value network."""
     value_steps: int = 20
     """Full-batch gradient steps on the value loss per segment (Spinning Up uses 80)."""
-    hidden: Sequence[int] = (64, 64)
-    """Hidden layer sizes of both networks."""
     normalize_advantages: bool = True
     """Normalise Â over the whole batch (see :func:`batch_advantages`)."""
 
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.num_steps * self.num_envs
-
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.steps_per_iteration)
-
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("total_steps", "num_envs", "num_steps", "value_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        for name in ("policy_lr", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        super().validate()
+        self.require_positive_ints("value_steps")
+        self.require_positive("policy_lr", "value_lr")
 
 
 def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
@@ -212,10 +189,7 @@ def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
                        entropy=distributions.categorical_entropy(logits.detach()).mean(),
                        explained_variance=explained_variance(batch.values, rets),
                        wall_seconds=time.perf_counter() - start)
-            if batch.episode_returns:
-                row.update(episode_return=float(np.mean(batch.episode_returns)),
-                           episode_length=float(np.mean(batch.episode_lengths)))
-            history.log(**row)
+            history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):
                 break
     vec_env.close()

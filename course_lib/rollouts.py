@@ -54,6 +54,14 @@ class RolloutBatch(NamedTuple):
     episode_returns: list[float]
     episode_lengths: list[int]
 
+    def episode_stats(self) -> dict[str, float]:
+        """``episode_return`` and ``episode_length``, the means over the episodes that finished in
+        this segment, ready for ``History.log``; empty when none finished."""
+        if not self.episode_returns:
+            return {}
+        return {"episode_return": float(np.mean(self.episode_returns)),
+                "episode_length": float(np.mean(self.episode_lengths))}
+
     @property
     def num_steps(self) -> int:
         """Environment steps in this segment, T·N."""

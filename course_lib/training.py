@@ -17,18 +17,77 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["History", "NonFiniteError", "ensure_finite", "interruptible", "TrainResult", "Callback"]
+__all__ = ["History", "NonFiniteError", "ensure_finite", "interruptible", "TrainResult", "Callback",
+           "OnPolicyConfig"]
 
 Callback = Callable[[int, nn.Module], bool | None]
 """Called as ``callback(env_steps, policy)`` after every training iteration of a reference
 ``train()``; returning True stops training early. Benchmarks use it to evaluate every 5k steps."""
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig:
+    """Settings every on-policy trainer shares: the task, the budget and the shape of a segment.
+
+    Each method's config (``ReinforceConfig``, ``TRPOConfig``, ``PPOConfig``) extends this one with
+    its own fields and defaults, and its ``validate`` calls this one first.
+    """
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium id of an environment with flat observations and discrete actions."""
+    total_steps: int = 100_000
+    """Environment steps in total, over all parallel envs."""
+    num_envs: int = 8
+    """Parallel environments N."""
+    num_steps: int = 128
+    """Segment length T per env: one update per T·N env steps."""
+    gamma: float = 0.99
+    """Discount factor γ."""
+    hidden: Sequence[int] = (64, 64)
+    """Hidden layer sizes of the policy and value networks."""
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """T·N: the env steps collected (and learned from) per update."""
+        return self.num_steps * self.num_envs
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_steps // self.steps_per_iteration)
+
+    def require_positive_ints(self, *names: str) -> None:
+        """``ValueError`` naming the first field that is not an int ≥ 1."""
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def require_in_unit_interval(self, *names: str) -> None:
+        """``ValueError`` naming the first field outside [0, 1]."""
+        for name in names:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+
+    def require_positive(self, *names: str) -> None:
+        """``ValueError`` naming the first field that is not > 0."""
+        for name in names:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad field."""
+        self.require_positive_ints("total_steps", "num_envs", "num_steps")
+        self.require_in_unit_interval("gamma")
+        if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {self.hidden!r}")
 
 
 class TrainResult(NamedTuple):

@@ -183,23 +183,18 @@ def _surrogate_and_kl(policy: nn.Module, obs: torch.Tensor, actions: torch.Tenso
 
 
 @dataclass(frozen=True)
-class TRPOConfig:
-    """Settings of :func:`train`. Defaults are tuned for CartPole-v1 (see lesson 02).
+class TRPOConfig(training.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+    Defaults are tuned for CartPole-v1 (see lesson 02).
 
     Measured on seeds 0-4 (greedy eval of 10 episodes every 5k env steps): a mean return ≥ 475 first
     after 10k-15k steps, and ≥ 475 at every later evaluation from 10k-50k steps on.
     """
 
-    env_id: str = "CartPole-v1"
-    """Gymnasium id of an environment with flat observations and discrete actions."""
-    total_steps: int = 100_000
-    """Environment steps in total, over all parallel envs."""
     num_envs: int = 16
     """Parallel environments N."""
     num_steps: int = 64
     """Segment length T per env: one TRPO step per T·N transitions."""
-    gamma: float = 0.99
-    """Discount factor γ."""
     gae_lambda: float = 0.95
     """GAE λ (lesson 03)."""
     max_kl: float = 0.03
@@ -221,32 +216,16 @@ class TRPOConfig:
     closely keeps TRPO at 500 once it gets there (5 passes at lr 1e-3 often fell back)."""
     value_minibatch: int = 256
     """Minibatch size of the value fit."""
-    hidden: Sequence[int] = (64, 64)
-    """Hidden layer sizes of both networks."""
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.num_steps * self.num_envs
-
-    @property
-    def num_iterations(self) -> int:
-        return max(1, self.total_steps // self.steps_per_iteration)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
-        for name in ("total_steps", "num_envs", "num_steps", "cg_iters", "fisher_every", "max_backtracks",
-                     "value_epochs", "value_minibatch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        super().validate()
+        self.require_positive_ints("cg_iters", "fisher_every", "max_backtracks", "value_epochs",
+                                   "value_minibatch")
+        self.require_in_unit_interval("gae_lambda")
         if not 0.0 < self.shrink < 1.0:
             raise ValueError(f"shrink must be in (0, 1), got {self.shrink!r}")
-        for name in ("max_kl", "value_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        self.require_positive("max_kl", "value_lr")
         if not self.damping >= 0:
             raise ValueError(f"damping must be >= 0, got {self.damping!r}")
 
@@ -312,10 +291,7 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
                        step_norm=float(step.norm()), value_loss=loss_v,
                        explained_variance=explained_variance(rollouts.flatten_time(batch.values), rets),
                        entropy=distributions.categorical_entropy(logits.detach()).mean())
-            if batch.episode_returns:
-                row.update(episode_return=float(np.mean(batch.episode_returns)),
-                           episode_length=float(np.mean(batch.episode_lengths)))
-            history.log(**row)
+            history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):
                 break
     vec_env.close()
