@@ -107,7 +107,12 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
 @dataclass(frozen=True)
 class PPOConfig(training.OnPolicyConfig):
     """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
-    Defaults are tuned for CartPole-v1 (fast and stable)."""
+    Defaults are tuned for CartPole-v1 (fast and stable).
+
+    Measured with ``benchmarks/cartpole_peers.py`` on seeds 0-4 (greedy eval of 10 episodes every 5k
+    env steps): a mean return ≥ 475 first after 5k-15k steps (median 10k), and ≥ 475 at every later
+    evaluation from 10k-15k steps on.
+    """
 
     num_envs: int = 10
     """Parallel environments N."""
@@ -155,6 +160,9 @@ class PPOConfig(training.OnPolicyConfig):
         """Raise ``ValueError`` naming the first bad field."""
         super().validate()
         self.require_positive_ints("update_epochs", "num_minibatches")
+        if self.batch_size % self.num_minibatches:
+            raise ValueError(f"num_minibatches={self.num_minibatches} must divide the batch of "
+                             f"num_envs x num_steps = {self.batch_size} samples evenly")
         if self.minibatch_size < 2:
             raise ValueError(f"num_minibatches={self.num_minibatches} leaves minibatches of "
                              f"{self.minibatch_size} < 2 samples (advantage normalisation needs 2)")
@@ -164,9 +172,13 @@ class PPOConfig(training.OnPolicyConfig):
 
 
 ACROBOT = dataclasses.replace(PPOConfig(), env_id="Acrobot-v1", total_steps=100_000, num_envs=16,
-                              num_steps=64, num_minibatches=4, learning_rate=1e-3, gamma=0.99,
-                              gae_lambda=0.95)
-"""A variant for Acrobot-v1 (reward −1 per step, 500-step limit; solved at a mean return ≥ −100)."""
+                              num_steps=64, update_epochs=4, num_minibatches=4, learning_rate=2e-3)
+"""A variant for Acrobot-v1 (reward −1 per step, 500-step limit; solved at a mean return ≥ −100).
+
+Measured with :func:`train` on seeds 0-4, greedy evaluation on 10 episodes (env seeds 20000-20009)
+after 100k env steps: −86.7, −83.0, −78.2, −79.8, −81.8. With 8 epochs at lr 1e-3 two of the five
+seeds ended at −104 and −101.
+"""
 
 
 def _adam(params: list[nn.Parameter], lr: float, eps: float) -> torch.optim.Optimizer:

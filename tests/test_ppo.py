@@ -142,6 +142,12 @@ def test_config_validation_names_the_field(field, value):
         ppo.train(dataclasses.replace(ppo.PPOConfig(), **{field: value}))
 
 
+def test_minibatches_must_split_the_batch_evenly():
+    # 10 envs x 25 steps = 250 samples in 3 minibatches would leave a last one of 1 sample
+    with pytest.raises(ValueError, match="num_minibatches=3 must divide"):
+        dataclasses.replace(ppo.PPOConfig(), num_minibatches=3).validate()
+
+
 # --- the training loop ------------------------------------------------------------------------------
 
 
