@@ -259,8 +259,7 @@ def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
                     break
         if problem is not None:
             return result("failed", _case_message(case, problem), number)
-    return result("passed", "the one case passed" if len(cases) == 1 else f"all {len(cases)} cases passed",
-                  len(cases))
+    return result("passed", "the one case" if len(cases) == 1 else f"all {len(cases)} cases", len(cases))
 
 
 def _case_message(case: Case, problem: str) -> str:
@@ -300,7 +299,7 @@ def check(exercise: Exercise, fn: Any) -> Callable[..., Any]:
     _log(outcome)
     head = f"Exercise {exercise.id} `{exercise.name}`"
     if outcome.passed:
-        print(f"✅ {head}: passed, {outcome.message} ({outcome.seconds:.2f} s). Using your function.")
+        print(f"✅ {head}: passed {outcome.message} ({outcome.seconds:.2f} s). Using your function.")
         return fn
     mark = "⏳" if outcome.status == "not attempted" else "❌"
     line = f"{mark} {head}: {outcome.message}"
