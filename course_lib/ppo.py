@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course_lib import distributions, envs, networks, rollouts, runtime, training
+from course_lib import distributions, rollouts, training
 from course_lib import returns as returns_lib
 from course_lib.reinforce import explained_variance
 
@@ -235,16 +235,9 @@ def train(config: PPOConfig = PPOConfig(), seed: int = 0, callback: training.Cal
     episode_return and episode_length (when episodes finished), wall_seconds, policy_loss,
     value_loss, entropy, approx_kl, clipfrac, explained_variance, learning_rate.
     """
-    config.validate()
-    runtime.seed_everything(seed)
+    vec_env, policy, value, collector, generator = training.start_run(config, seed)
     history = training.History() if history is None else history
-    vec_env = envs.make_vector_env(config.env_id, config.num_envs)
-    obs_dim, n_actions = envs.env_dims(vec_env)
-    policy = networks.PolicyNet(obs_dim, n_actions, config.hidden)
-    value = networks.ValueNet(obs_dim, config.hidden)
     optimizer = _adam([*policy.parameters(), *value.parameters()], config.learning_rate, config.adam_eps)
-    collector = rollouts.RolloutCollector(vec_env, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     with training.interruptible(history):
         for iteration in range(config.num_iterations):

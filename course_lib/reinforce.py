@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from course_lib import distributions, envs, networks, rollouts, runtime, training
+from course_lib import distributions, training
 from course_lib import returns as returns_lib
 
 __all__ = ["bootstrapped_returns", "batch_advantages", "policy_gradient_loss", "value_loss",
@@ -147,16 +147,10 @@ def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
     Logged per iteration: env_steps, episode_return, episode_length (when episodes finished),
     policy_loss, value_loss, entropy, explained_variance, wall_seconds.
     """
-    config.validate()
-    runtime.seed_everything(seed)
+    vec_env, policy, value, collector, _ = training.start_run(config, seed)
     history = training.History() if history is None else history
-    vec_env = envs.make_vector_env(config.env_id, config.num_envs)
-    obs_dim, n_actions = envs.env_dims(vec_env)
-    policy = networks.PolicyNet(obs_dim, n_actions, config.hidden)
-    value = networks.ValueNet(obs_dim, config.hidden)
     policy_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
     value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
-    collector = rollouts.RolloutCollector(vec_env, seed=seed)
     start = time.perf_counter()
     with training.interruptible(history):
         for iteration in range(config.num_iterations):

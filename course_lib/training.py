@@ -25,8 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from course_lib import envs, networks, rollouts, runtime
+
 __all__ = ["History", "NonFiniteError", "ensure_finite", "interruptible", "TrainResult", "Callback",
-           "OnPolicyConfig"]
+           "OnPolicyConfig", "RunParts", "start_run"]
 
 Callback = Callable[[int, nn.Module], bool | None]
 """Called as ``callback(env_steps, policy)`` after every training iteration of a reference
@@ -88,6 +90,31 @@ class OnPolicyConfig:
         self.require_in_unit_interval("gamma")
         if not self.hidden or any(not isinstance(h, int) or h < 1 for h in self.hidden):
             raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {self.hidden!r}")
+
+
+class RunParts(NamedTuple):
+    """What :func:`start_run` builds for an on-policy trainer."""
+
+    vec_env: Any
+    """The ``gymnasium.vector.VectorEnv`` of ``config.num_envs`` copies (same-step autoreset)."""
+    policy: networks.PolicyNet
+    value: networks.ValueNet
+    collector: rollouts.RolloutCollector
+    generator: torch.Generator
+    """Seeded with the run's seed, for minibatch shuffling."""
+
+
+def start_run(config: OnPolicyConfig, seed: int) -> RunParts:
+    """The common start of every reference ``train()``: validate the config, seed everything, and
+    build the vector env, the policy and value networks and the rollout collector, in this order
+    (the order fixes which random numbers each gets, so the same seed gives the same run)."""
+    config.validate()
+    generator = runtime.seed_everything(seed)
+    vec_env = envs.make_vector_env(config.env_id, config.num_envs)
+    obs_dim, n_actions = envs.env_dims(vec_env)
+    policy = networks.PolicyNet(obs_dim, n_actions, config.hidden)
+    value = networks.ValueNet(obs_dim, config.hidden)
+    return RunParts(vec_env, policy, value, rollouts.RolloutCollector(vec_env, seed=seed), generator)
 
 
 class TrainResult(NamedTuple):

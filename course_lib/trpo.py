@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from course_lib import distributions, envs, networks, returns, rollouts, runtime, training
+from course_lib import distributions, returns, rollouts, training
 from course_lib.reinforce import explained_variance
 
 __all__ = ["surrogate_objective", "categorical_kl", "flat_grad", "fisher_vector_product",
@@ -240,15 +240,9 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
     wall_seconds, kl (measured after the step), backtracks, line_search_accepted,
     surrogate_improvement, step_norm, value_loss, explained_variance, entropy.
     """
-    config.validate()
-    generator = runtime.seed_everything(seed)
+    vec_env, policy, value, collector, generator = training.start_run(config, seed)
     history = training.History() if history is None else history
-    vec_env = envs.make_vector_env(config.env_id, config.num_envs)
-    obs_dim, n_actions = envs.env_dims(vec_env)
-    policy = networks.PolicyNet(obs_dim, n_actions, config.hidden)
-    value = networks.ValueNet(obs_dim, config.hidden)
     value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
-    collector = rollouts.RolloutCollector(vec_env, seed=seed)
     solver = functools.partial(conjugate_gradient, iterations=config.cg_iters)
     start = time.perf_counter()
     with training.interruptible(history):

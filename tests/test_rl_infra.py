@@ -182,3 +182,23 @@ def test_nan_during_a_loop_keeps_history():
                 training.ensure_finite(loss, "loss", f"step {step}")
                 history.log(step=step)
     assert np.array_equal(history["step"], [0.0, 1.0, 2.0])
+
+
+def test_start_run_validates_and_builds_seeded_parts():
+    config = training.OnPolicyConfig(env_id="CartPole-v1", num_envs=2, num_steps=4, hidden=(8,))
+    first, second = training.start_run(config, seed=5), training.start_run(config, seed=5)
+    try:
+        assert first.vec_env.num_envs == 2
+        assert first.policy(torch.zeros(1, 4)).shape == (1, 2)
+        assert first.value(torch.zeros(1, 4)).shape == (1,)
+        for a, b in zip(first.policy.parameters(), second.policy.parameters(), strict=True):
+            assert torch.equal(a, b)  # same seed, same initial weights
+        assert torch.equal(torch.randperm(10, generator=first.generator),
+                           torch.randperm(10, generator=second.generator))
+    finally:
+        first.vec_env.close()
+        second.vec_env.close()
+    with pytest.raises(ValueError, match="gamma"):
+        training.start_run(training.OnPolicyConfig(gamma=1.5), seed=0)
+    with pytest.raises(ValueError, match="hidden"):
+        training.start_run(training.OnPolicyConfig(hidden=()), seed=0)
