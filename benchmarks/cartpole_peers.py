@@ -39,7 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from course_lib import envs as course_envs
+from course_lib.rl import envs as course_envs
 
 ENV_ID = "CartPole-v1"
 THRESHOLD = 475.0
@@ -135,8 +135,8 @@ class Evaluator:
 
 
 # ---------------------------------------------------------------- our side (course_lib trainers)
-OURS = {"ppo": ("course_lib.ppo", "PPOConfig"), "trpo": ("course_lib.trpo", "TRPOConfig"),
-        "reinforce": ("course_lib.reinforce", "ReinforceConfig")}
+OURS = {"ppo": ("course_lib.rl.ppo", "PPOConfig"), "trpo": ("course_lib.rl.trpo", "TRPOConfig"),
+        "reinforce": ("course_lib.rl.reinforce", "ReinforceConfig")}
 
 
 def our_config(method: str, max_steps: int):
@@ -186,7 +186,7 @@ def linear_schedule(initial: float) -> Callable[[float], float]:
 class SB3Logits(nn.Module):
     """An SB3 actor-critic policy seen as ``obs (E, D) -> logits (E, A)``.
 
-    Lets ``course_lib.envs.evaluate_policy`` evaluate SB3 models exactly like ours: its greedy
+    Lets ``course_lib.rl.envs.evaluate_policy`` evaluate SB3 models exactly like ours: its greedy
     argmax of the logits is SB3's ``predict(obs, deterministic=True)`` for a Categorical policy.
     """
 

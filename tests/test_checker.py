@@ -1,4 +1,4 @@
-"""course_lib.checker and course_lib.check: comparing values, running learner code safely, feedback."""
+"""course_lib.grading.checker and course_lib.check: comparing values, running learner code safely, feedback."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import check, checker, exercises
-from course_lib.checker import USE_REFERENCE, Case, Exercise, compare, run_exercise
+from course_lib import check
+from course_lib.grading import checker, exercises
+from course_lib.grading.checker import USE_REFERENCE, Case, Exercise, compare, run_exercise
 
 
 @pytest.fixture(autouse=True)

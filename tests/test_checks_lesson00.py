@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import distributions, exercises
-from course_lib.checker import run_exercise
+from course_lib import distributions
+from course_lib.grading import exercises
+from course_lib.grading.checker import run_exercise
 
 
 @pytest.mark.parametrize("name", ["log_prob_of_actions", "sample_actions", "categorical_entropy"])

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib import checker, exercises, reinforce, returns
+from course_lib import estimators
+from course_lib.grading import checker, exercises
+from course_lib.rl import reinforce
 
 EXERCISES = {e.name: e for e in exercises.for_lesson("01")}
 
@@ -55,18 +57,18 @@ def rtg_forward(rewards, dones, gamma, last_value=0.0):  # accumulates forward (
 
 
 def rtg_off_by_one(rewards, dones, gamma, last_value=0.0):  # G_t computed from r_{t+1}
-    full = returns.reward_to_go(rewards, dones, gamma, last_value)
+    full = estimators.reward_to_go(rewards, dones, gamma, last_value)
     shifted = torch.zeros_like(full)
     shifted[:-1] = full[1:] * (1.0 - dones[:-1].float())
     return shifted
 
 
 def rtg_ignores_last_value(rewards, dones, gamma, last_value=0.0):
-    return returns.reward_to_go(rewards, dones, gamma, 0.0)
+    return estimators.reward_to_go(rewards, dones, gamma, 0.0)
 
 
 def rtg_bootstraps_after_done(rewards, dones, gamma, last_value=0.0):  # last_value added even after a done
-    out = returns.reward_to_go(rewards, dones, gamma, 0.0)
+    out = estimators.reward_to_go(rewards, dones, gamma, 0.0)
     return out + torch.as_tensor(last_value) * (gamma ** torch.arange(rewards.shape[0], 0, -1)).reshape(
         -1, *([1] * (rewards.dim() - 1)))
 
@@ -87,23 +89,23 @@ def test_reward_to_go_no_reset_fails_on_the_boundary_case():
 
 def boot_truncation_is_termination(rewards, terminated, truncated, next_values, gamma):  # bug 4
     dones = terminated | truncated
-    return returns.reward_to_go(rewards, dones, gamma, next_values[-1])
+    return estimators.reward_to_go(rewards, dones, gamma, next_values[-1])
 
 
 def boot_also_after_termination(rewards, terminated, truncated, next_values, gamma):
     dones = terminated | truncated
-    return returns.reward_to_go(torch.where(dones, rewards + gamma * next_values, rewards), dones, gamma,
+    return estimators.reward_to_go(torch.where(dones, rewards + gamma * next_values, rewards), dones, gamma,
                                 next_values[-1])
 
 
 def boot_no_segment_bootstrap(rewards, terminated, truncated, next_values, gamma):
     dones = terminated | truncated
-    return returns.reward_to_go(torch.where(truncated, rewards + gamma * next_values, rewards), dones, gamma, 0.0)
+    return estimators.reward_to_go(torch.where(truncated, rewards + gamma * next_values, rewards), dones, gamma, 0.0)
 
 
 def boot_chain_not_stopped_at_truncation(rewards, terminated, truncated, next_values, gamma):
     # bootstraps, but lets the next episode's rewards leak in (only `terminated` resets the sum)
-    return returns.reward_to_go(torch.where(truncated, rewards + gamma * next_values, rewards), terminated,
+    return estimators.reward_to_go(torch.where(truncated, rewards + gamma * next_values, rewards), terminated,
                                 gamma, next_values[-1])
 
 

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from course_lib import exercises, trpo
-from course_lib.checker import run_exercise
+from course_lib.grading import exercises
+from course_lib.grading.checker import run_exercise
+from course_lib.rl import trpo
 
 
 def _result(name, fn):

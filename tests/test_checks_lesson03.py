@@ -8,8 +8,10 @@ from functools import partial
 import pytest
 import torch
 
-from course_lib import exercises, ppo, returns
-from course_lib.checker import run_exercise
+from course_lib import estimators
+from course_lib.grading import exercises
+from course_lib.grading.checker import run_exercise
+from course_lib.rl import ppo
 
 
 def _gae_loop(rewards, values, next_values, terminated, truncated, gamma, lam, *,
@@ -47,10 +49,10 @@ gae_chain_not_stopped_at_truncation = partial(_gae_loop, chain_mask="terminated_
 
 def gae_mixes_envs(rewards, values, next_values, terminated, truncated, gamma, lam):
     if rewards.dim() == 1:
-        return returns.gae(rewards, values, next_values, terminated, truncated, gamma, lam)
+        return estimators.gae(rewards, values, next_values, terminated, truncated, gamma, lam)
     flat = [x.T.reshape(-1) for x in (rewards, values, next_values, terminated, truncated)]
     flat[3][-1] = False  # one long sequence env after env, so env 1 leaks into env 0
-    adv, ret = returns.gae(*flat, gamma, lam)
+    adv, ret = estimators.gae(*flat, gamma, lam)
     shape = rewards.T.shape
     return adv.reshape(shape).T, ret.reshape(shape).T
 
@@ -118,7 +120,7 @@ def test_lesson03_registers_four_exercises():
         ("03.1", "gae"), ("03.2", "ppo_clip_loss"), ("03.3", "ppo_value_loss"), ("03.4", "normalize_advantages")]
 
 
-@pytest.mark.parametrize("name, ref", [("gae", returns.gae), ("ppo_clip_loss", ppo.ppo_clip_loss),
+@pytest.mark.parametrize("name, ref", [("gae", estimators.gae), ("ppo_clip_loss", ppo.ppo_clip_loss),
                                        ("ppo_value_loss", ppo.ppo_value_loss),
                                        ("normalize_advantages", ppo.normalize_advantages)])
 def test_checks_accept_the_reference(name, ref):
@@ -162,7 +164,7 @@ def test_env_mixing_case_alone_catches_mixing():
     case = next(c for c in EX["gae"].make_cases() if c.label.startswith("changing env 1"))
     moved = case.observe(gae_mixes_envs, dict(case.inputs))
     assert moved.abs().max() > 1e-3
-    assert torch.equal(case.observe(returns.gae, dict(case.inputs)), torch.zeros(6))
+    assert torch.equal(case.observe(estimators.gae, dict(case.inputs)), torch.zeros(6))
 
 
 def test_unattempted_stub_is_reported_not_failed():

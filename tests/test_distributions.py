@@ -44,7 +44,7 @@ def test_log_prob_on_a_language_model_batch_matches_a_naive_loop():
     for b in range(2):
         for t in range(5):
             row = logits[b, t]
-            naive = row[ids[b, t]] - math.log(sum(math.exp(v) for v in row.tolist()))
+            naive = row[ids[b, t]].item() - math.log(sum(math.exp(v) for v in row.tolist()))  # a float
             assert out[b, t].item() == pytest.approx(naive, abs=1e-12)
 
 

@@ -1,6 +1,6 @@
 """``course-grade`` end to end: a real kernel runs tiny lesson notebooks built here.
 
-The grader runs as a subprocess (``python -m course_lib.grade``), exactly as a learner runs it.
+The grader runs as a subprocess (``python -m course_lib.grading.grade``), exactly as a learner runs it.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _notebook(path: Path, *sources: str) -> Path:
 
 
 def _grade(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "course_lib.grade", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "course_lib.grading.grade", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
 
 

@@ -4,7 +4,7 @@ and the grade report scores it (issue "done means": a deliberately wrong answer 
 The copy is ``lessons/00_setup.ipynb`` as generated, with exercise 00.1 answered wrongly (``torch.softmax``
 probabilities instead of log-probabilities, a classic slip), 00.2 answered correctly (the body from
 ``solutions/``) and 00.3 left unsolved. It runs in a fresh kernel (nbclient), then through
-``python -m course_lib.grade``, exactly as a learner would run them.
+``python -m course_lib.grading.grade``, exactly as a learner would run them.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_wrong_answer_gives_one_clear_line_and_the_notebook_finishes(learner_cop
 
 def test_grade_report_scores_the_copy(learner_copy: Path) -> None:
     before = learner_copy.read_bytes()
-    done = subprocess.run([sys.executable, "-m", "course_lib.grade", str(learner_copy), "--timeout", "300"],
+    done = subprocess.run([sys.executable, "-m", "course_lib.grading.grade", str(learner_copy), "--timeout", "300"],
                           capture_output=True, text=True, timeout=400, cwd=REPO)
     rows = {}
     for line in done.stdout.splitlines():

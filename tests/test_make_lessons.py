@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from nbformat import v4
 
-from course_lib import checker, exercises
-from course_lib.notebooks import (
+from course_lib.grading import checker, exercises
+from course_lib.grading.notebooks import (
     NotebookError,
     extract_solution_functions,
     make_lesson,

@@ -1,4 +1,4 @@
-"""Unit tests of course_lib.ppo: the losses against algorithms.md §5, the config, and a short training run."""
+"""Unit tests of course_lib.rl.ppo: the losses against algorithms.md §5, the config, and a short training run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import course_lib
-from course_lib import distributions, envs, networks, ppo, rollouts, training
+from course_lib import distributions, training
+from course_lib.rl import envs, networks, ppo, rollouts
 
 
 def t(*values: float) -> torch.Tensor:
@@ -113,11 +114,6 @@ def test_normalize_advantages_minibatch():
     with pytest.raises(ValueError, match="at least 2"):
         ppo.normalize_advantages(t(1.0))  # the unbiased std of a single sample is NaN
 
-
-def test_explained_variance():
-    returns = t(1, 2, 3, 4)
-    assert ppo.explained_variance(returns, returns) == 1.0
-    assert math.isclose(ppo.explained_variance(torch.full((4,), 2.5), returns), 0.0, abs_tol=1e-6)
 
 
 # --- the config -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""course_lib.reinforce: analytic cases (algorithms.md §1-§3), the per-episode normalisation bug, bad input,
+"""course_lib.rl.reinforce: analytic cases (algorithms.md §1-§3), the per-episode normalisation bug, bad input,
 and the reference train() (logging, callback, NaN guard, determinism, a short learning smoke test)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from course_lib import reinforce, returns, training
+from course_lib import estimators, training
+from course_lib.rl import reinforce
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -55,7 +56,7 @@ def test_bootstrapped_returns_equal_gae_lambda_one_returns():
     # consistent data: inside an episode, V(s'_{t+1}) is the value of the next stored state
     values[1:] = torch.where(terminated[:-1] | truncated[:-1], values[1:], next_values[:-1])
     ours = reinforce.bootstrapped_returns(rewards, terminated, truncated, next_values, 0.97)
-    _, gae_returns = returns.gae(rewards, values, next_values, terminated, truncated, 0.97, 1.0)
+    _, gae_returns = estimators.gae(rewards, values, next_values, terminated, truncated, 0.97, 1.0)
     torch.testing.assert_close(ours, gae_returns, atol=1e-5, rtol=1e-5)
 
 
@@ -155,11 +156,6 @@ def test_value_loss_value_and_gradient():
     torch.testing.assert_close(grad_v, torch.tensor([-2 / 3, 0.0, -4 / 3]))
     assert grad_t is None
 
-
-def test_explained_variance():
-    rets = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert reinforce.explained_variance(rets, rets) == pytest.approx(1.0)
-    assert reinforce.explained_variance(torch.full((4,), 2.5), rets) == pytest.approx(0.0)
 
 
 # --- bad input ------------------------------------------------------------------------------------

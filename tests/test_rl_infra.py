@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import course_lib
-from course_lib import envs, networks, rollouts, training
+from course_lib import training
+from course_lib.rl import envs, networks, onpolicy, rollouts
 
 # --- networks ---------------------------------------------------------------------------------
 
@@ -185,8 +186,8 @@ def test_nan_during_a_loop_keeps_history():
 
 
 def test_start_run_validates_and_builds_seeded_parts():
-    config = training.OnPolicyConfig(env_id="CartPole-v1", num_envs=2, num_steps=4, hidden=(8,))
-    first, second = training.start_run(config, seed=5), training.start_run(config, seed=5)
+    config = onpolicy.OnPolicyConfig(env_id="CartPole-v1", num_envs=2, num_steps=4, hidden=(8,))
+    first, second = onpolicy.start_run(config, seed=5), onpolicy.start_run(config, seed=5)
     try:
         assert first.vec_env.num_envs == 2
         assert first.policy(torch.zeros(1, 4)).shape == (1, 2)
@@ -199,6 +200,6 @@ def test_start_run_validates_and_builds_seeded_parts():
         first.vec_env.close()
         second.vec_env.close()
     with pytest.raises(ValueError, match="gamma"):
-        training.start_run(training.OnPolicyConfig(gamma=1.5), seed=0)
+        onpolicy.start_run(onpolicy.OnPolicyConfig(gamma=1.5), seed=0)
     with pytest.raises(ValueError, match="hidden"):
-        training.start_run(training.OnPolicyConfig(hidden=()), seed=0)
+        onpolicy.start_run(onpolicy.OnPolicyConfig(hidden=()), seed=0)

@@ -2,7 +2,7 @@
 
 Each function holding a ``### BEGIN SOLUTION`` region in ``solutions/*.ipynb`` is pulled out of
 the notebook, executed on its own (in a namespace with the usual imports only, because notebook
-functions take what they use) and run through :func:`course_lib.checker.run_exercise`, which
+functions take what they use) and run through :func:`course_lib.grading.checker.run_exercise`, which
 compares it with the reference in ``course_lib`` on seeded inputs. A teaching version that drifts
 from the library's version fails here, without running the notebook.
 """
@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from course_lib import checker, exercises
-from course_lib.notebooks import extract_solution_functions
+from course_lib.grading import checker, exercises
+from course_lib.grading.notebooks import extract_solution_functions
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))

@@ -1,4 +1,4 @@
-"""Unit tests of course_lib.trpo with the computed values of algorithms.md §4 (TRPO)."""
+"""Unit tests of course_lib.rl.trpo with the computed values of algorithms.md §4 (TRPO)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from course_lib import envs, trpo
-from course_lib.exercises.lesson02 import BiasOnlyPolicy, _analytic_linear_fisher, _linear_policy
+from course_lib.grading.exercises.lesson02 import BiasOnlyPolicy, _analytic_linear_fisher, _linear_policy
+from course_lib.rl import envs, trpo
 
 
 @pytest.fixture(autouse=True)

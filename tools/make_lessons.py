@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from course_lib.notebooks import (  # noqa: E402
+from course_lib.grading.notebooks import (  # noqa: E402
     NotebookError,
     make_lesson,
     notebook_text,

@@ -6,12 +6,12 @@ The pieces a learner writes in lesson 03, and a reference :func:`train` that use
   diagnostics approx_kl (the k3 estimator) and clipfrac.
 * :func:`ppo_value_loss`: ½ mean (V − R)², optionally clipped around the rollout values.
 * :func:`normalize_advantages`: (Â − mean)/(std + 1e-8) of one *minibatch*.
-* GAE is :func:`course_lib.returns.gae` (exercise 03.1).
+* GAE is :func:`course_lib.estimators.gae` (exercise 03.1).
 
 Sources: CleanRL ``ppo.py`` and "The 37 Implementation Details of PPO" (ICLR blog track 2022) for
 the loss, the minibatch loop, the annealed learning rate and the diagnostics; Schulman et al. 2017
 for the objective. Truncated episodes are bootstrapped with V of the real final observation
-(CleanRL does not do this on purpose; SB3 does), see :mod:`course_lib.returns`.
+(CleanRL does not do this on purpose; SB3 does), see :mod:`course_lib.estimators`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course_lib import distributions, rollouts, training
-from course_lib import returns as returns_lib
-from course_lib.reinforce import explained_variance
+from course_lib import distributions, estimators, training
+from course_lib.rl import onpolicy, rollouts
 
-__all__ = ["ppo_clip_loss", "ppo_value_loss", "normalize_advantages", "explained_variance",
+__all__ = ["ppo_clip_loss", "ppo_value_loss", "normalize_advantages",
            "PPOConfig", "ACROBOT", "train"]
 
 
@@ -101,12 +100,12 @@ def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.T
     """
     if not isinstance(advantages, torch.Tensor) or advantages.numel() < 2:
         raise ValueError("advantages must be a tensor with at least 2 elements (the std of 1 is NaN)")
-    return returns_lib.normalize(advantages, eps)
+    return estimators.normalize(advantages, eps)
 
 
 @dataclass(frozen=True)
-class PPOConfig(training.OnPolicyConfig):
-    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+class PPOConfig(onpolicy.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.rl.onpolicy.OnPolicyConfig`).
     Defaults are tuned for CartPole-v1 (fast and stable).
 
     Measured with ``benchmarks/cartpole_peers.py`` on seeds 0-4 (greedy eval of 10 episodes every 5k
@@ -235,7 +234,7 @@ def train(config: PPOConfig = PPOConfig(), seed: int = 0, callback: training.Cal
     episode_return and episode_length (when episodes finished), wall_seconds, policy_loss,
     value_loss, entropy, approx_kl, clipfrac, explained_variance, learning_rate.
     """
-    vec_env, policy, value, collector, generator = training.start_run(config, seed)
+    vec_env, policy, value, collector, generator = onpolicy.start_run(config, seed)
     history = training.History() if history is None else history
     optimizer = _adam([*policy.parameters(), *value.parameters()], config.learning_rate, config.adam_eps)
     start = time.perf_counter()
@@ -248,7 +247,7 @@ def train(config: PPOConfig = PPOConfig(), seed: int = 0, callback: training.Cal
             # --- collect a segment (T, N) with the current policy ---
             batch = collector.collect(policy, config.num_steps, value)
             # --- advantages and value targets, per env along time ---
-            advantages, rets = returns_lib.gae(batch.rewards, batch.values, batch.next_values,
+            advantages, rets = estimators.gae(batch.rewards, batch.values, batch.next_values,
                                                batch.terminated, batch.truncated,
                                                config.gamma, config.gae_lambda)  # (T, N)
             data = {name: rollouts.flatten_time(t) for name, t in (
@@ -261,7 +260,7 @@ def train(config: PPOConfig = PPOConfig(), seed: int = 0, callback: training.Cal
             # --- log ---
             row = dict(env_steps=collector.total_steps, wall_seconds=time.perf_counter() - start,
                        learning_rate=optimizer.param_groups[0]["lr"],
-                       explained_variance=explained_variance(data["values"], data["returns"]), **stats)
+                       explained_variance=estimators.explained_variance(data["values"], data["returns"]), **stats)
             history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):
                 break

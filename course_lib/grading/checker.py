@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from course_lib.compare import compare, describe
+from course_lib.grading.compare import compare, describe
 
 __all__ = [
     "Case",
@@ -121,7 +121,7 @@ class Exercise:
 
     @property
     def reference_path(self) -> str:
-        """Where the reference lives, e.g. ``"course_lib.returns.reward_to_go"``."""
+        """Where the reference lives, e.g. ``"course_lib.estimators.reward_to_go"``."""
         return f"{self.reference.__module__}.{self.reference.__qualname__}"
 
 

@@ -1,4 +1,7 @@
-"""Discounted returns, reward-to-go, advantage normalisation and GAE (lessons 01-03).
+"""Estimators of returns and advantages: reward-to-go, GAE, normalisation, explained variance.
+
+Shared by both halves of the course: lessons 01-03 use them on environment steps, the
+language-model lessons on tokens.
 
 Conventions (one per flag, never a merged ``done`` where the difference matters):
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["discounted_return", "reward_to_go", "normalize", "gae"]
+__all__ = ["discounted_return", "reward_to_go", "normalize", "gae", "explained_variance"]
 
 
 def _check_unit_interval(name: str, value: float) -> None:
@@ -119,3 +122,15 @@ def gae(
         running = deltas[t] + gamma * lam * not_done[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """1 − Var(G − V)/Var(G): how much of the returns' variance the critic explains (SB3, CleanRL).
+
+    1 is a perfect critic, 0 no better than a constant, negative worse than a constant; NaN when the
+    returns do not vary. Shapes: values and returns the same shape, any (``(B,)``, ``(T, N)``).
+    """
+    if values.shape != returns.shape:
+        raise ValueError(f"values {tuple(values.shape)} and returns {tuple(returns.shape)} must have the same shape")
+    var = float(returns.var())
+    return float("nan") if var == 0 else 1.0 - float((returns - values).var()) / var

@@ -13,7 +13,7 @@ The pieces a learner writes in lesson 02, and a reference :func:`train` that use
 Sources: Schulman et al. 2015; Spinning Up ``spinup/algos/tf1/trpo/trpo.py`` (CG, damping, 0.8^j
 backtracking); SB3-contrib ``sb3_contrib/trpo/trpo.py`` (Hessian-vector product reused across CG
 iterations, critic fitted after the policy step). The advantages come from
-:func:`course_lib.returns.gae`, derived in lesson 03.
+:func:`course_lib.estimators.gae`, derived in lesson 03.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from course_lib import distributions, returns, rollouts, training
-from course_lib.reinforce import explained_variance
+from course_lib import distributions, estimators, training
+from course_lib.rl import onpolicy, rollouts
 
 __all__ = ["surrogate_objective", "categorical_kl", "flat_grad", "fisher_vector_product",
            "conjugate_gradient", "natural_gradient_step", "line_search", "fit_value",
@@ -183,8 +183,8 @@ def _surrogate_and_kl(policy: nn.Module, obs: torch.Tensor, actions: torch.Tenso
 
 
 @dataclass(frozen=True)
-class TRPOConfig(training.OnPolicyConfig):
-    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+class TRPOConfig(onpolicy.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.rl.onpolicy.OnPolicyConfig`).
     Defaults are tuned for CartPole-v1 (see lesson 02).
 
     Measured on seeds 0-4 (greedy eval of 10 episodes every 5k env steps): a mean return ≥ 475 first
@@ -240,7 +240,7 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
     wall_seconds, kl (measured after the step), backtracks, line_search_accepted,
     surrogate_improvement, step_norm, value_loss, explained_variance, entropy.
     """
-    vec_env, policy, value, collector, generator = training.start_run(config, seed)
+    vec_env, policy, value, collector, generator = onpolicy.start_run(config, seed)
     history = training.History() if history is None else history
     value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
     solver = functools.partial(conjugate_gradient, iterations=config.cg_iters)
@@ -249,11 +249,11 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
         for iteration in range(config.num_iterations):
             # --- collect, then advantages from GAE (constants for the update) ---
             batch = collector.collect(policy, config.num_steps, value)
-            adv, rets = returns.gae(batch.rewards, batch.values, batch.next_values, batch.terminated,
+            adv, rets = estimators.gae(batch.rewards, batch.values, batch.next_values, batch.terminated,
                                     batch.truncated, config.gamma, config.gae_lambda)  # (T, N)
             obs, actions = rollouts.flatten_time(batch.obs), rollouts.flatten_time(batch.actions)
             old_logits, logp_old = rollouts.flatten_time(batch.logits), rollouts.flatten_time(batch.logp)
-            adv = returns.normalize(rollouts.flatten_time(adv))  # (B,)
+            adv = estimators.normalize(rollouts.flatten_time(adv))  # (B,)
             rets = rollouts.flatten_time(rets)
 
             # --- policy gradient g and the natural-gradient step s ---
@@ -283,7 +283,7 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
                        line_search_accepted=search["accepted"],
                        surrogate_improvement=search["surrogate_improvement"],
                        step_norm=float(step.norm()), value_loss=loss_v,
-                       explained_variance=explained_variance(rollouts.flatten_time(batch.values), rets),
+                       explained_variance=estimators.explained_variance(rollouts.flatten_time(batch.values), rets),
                        entropy=distributions.categorical_entropy(logits.detach()).mean())
             history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
-from course_lib import trpo
-from course_lib.checker import Case, Exercise
+from course_lib.grading.checker import Case, Exercise
+from course_lib.rl import trpo
 
 
 def _seeded(seed: int) -> torch.Generator:

@@ -1,6 +1,6 @@
 """Compare a learner's result with the expected one and describe the first difference in words.
 
-Used by :mod:`course_lib.checker`. Tensors must match in shape, dtype and values (NaN must stay NaN,
+Used by :mod:`course_lib.grading.checker`. Tensors must match in shape, dtype and values (NaN must stay NaN,
 finite values must stay finite); numbers within tolerance; tuples, lists, NamedTuples and dicts
 element by element. Every mismatch becomes one short sentence a learner can act on.
 """

@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from course_lib import reinforce, returns
-from course_lib.checker import Case, Exercise
+from course_lib import estimators
+from course_lib.grading.checker import Case, Exercise
+from course_lib.rl import reinforce
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -231,7 +232,7 @@ def _adv_cases() -> list[Case]:
 
 EXERCISES = [
     Exercise("01.1", "reward_to_go", "reward-to-go with episode boundaries and a bootstrap value",
-             returns.reward_to_go, _rtg_cases),
+             estimators.reward_to_go, _rtg_cases),
     Exercise("01.2", "bootstrapped_returns", "returns of a rollout segment: terminated, truncated, cut",
              reinforce.bootstrapped_returns, _boot_cases),
     Exercise("01.3", "policy_gradient_loss", "the REINFORCE surrogate loss −mean(logp · sg(Â))",

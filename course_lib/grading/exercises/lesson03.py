@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from course_lib import ppo, returns
-from course_lib.checker import Case, Exercise
+from course_lib import estimators
+from course_lib.grading.checker import Case, Exercise
+from course_lib.rl import ppo
 
 
 def _t(*values: float) -> torch.Tensor:
@@ -231,7 +232,7 @@ def _normalize_cases() -> list[Case]:
 
 EXERCISES = [
     Exercise("03.1", "gae", "generalized advantage estimation with terminated/truncated flags",
-             returns.gae, _gae_cases),
+             estimators.gae, _gae_cases),
     Exercise("03.2", "ppo_clip_loss", "the clipped surrogate loss with approx_kl and clipfrac",
              ppo.ppo_clip_loss, _clip_cases),
     Exercise("03.3", "ppo_value_loss", "the (optionally clipped) value loss",

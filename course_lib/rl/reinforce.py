@@ -12,7 +12,7 @@ The pieces a learner writes in lesson 01, and a reference :func:`train` that use
 
 Sources: Spinning Up VPG (``spinup/algos/pytorch/vpg/vpg.py``; docs ``rl_intro3``), SB3's
 timeout bootstrap (``common/on_policy_algorithm.py``), CleanRL's segment layout (``ppo.py``).
-The reward-to-go recursion itself is :func:`course_lib.returns.reward_to_go`.
+The reward-to-go recursion itself is :func:`course_lib.estimators.reward_to_go`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 
-from course_lib import distributions, training
-from course_lib import returns as returns_lib
+from course_lib import distributions, estimators, training
+from course_lib.rl import onpolicy
 
 __all__ = ["bootstrapped_returns", "batch_advantages", "policy_gradient_loss", "value_loss",
-           "explained_variance", "ReinforceConfig", "train"]
+           "ReinforceConfig", "train"]
 
 
 def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -54,7 +54,7 @@ def bootstrapped_returns(rewards: torch.Tensor, terminated: torch.Tensor, trunca
       (``on_policy_algorithm.py``: ``rewards[idx] += gamma * terminal_value``).
     * the segment ends at T−1 in the middle of an episode: start the recursion from V(s_T).
 
-    The result equals the λ = 1 TD(λ) return of :func:`course_lib.returns.gae`.
+    The result equals the λ = 1 TD(λ) return of :func:`course_lib.estimators.gae`.
     """
     for name, tensor in (("terminated", terminated), ("truncated", truncated)):
         if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.bool:
@@ -68,7 +68,7 @@ def bootstrapped_returns(rewards: torch.Tensor, terminated: torch.Tensor, trunca
         raise ValueError("next_values contains NaN or inf (did the value network diverge?)")
     rewards = torch.where(truncated, rewards + gamma * next_values, rewards)  # (T, ...)
     dones = terminated | truncated
-    return returns_lib.reward_to_go(rewards, dones, gamma, last_value=next_values[-1])
+    return estimators.reward_to_go(rewards, dones, gamma, last_value=next_values[-1])
 
 
 def batch_advantages(returns: torch.Tensor, values: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -83,7 +83,7 @@ def batch_advantages(returns: torch.Tensor, values: torch.Tensor, eps: float = 1
     _check_pair("returns", returns, "values", values)
     if returns.numel() < 2:
         raise ValueError("returns needs at least 2 elements to normalise over the batch")
-    return returns_lib.normalize((returns - values).detach(), eps)
+    return estimators.normalize((returns - values).detach(), eps)
 
 
 def policy_gradient_loss(logp: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
@@ -106,15 +106,9 @@ def value_loss(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
     return ((values - returns.detach()) ** 2).mean()
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 − Var(G − V)/Var(G): 1 is a perfect critic, 0 no better than a constant (SB3, CleanRL)."""
-    var = float(returns.var())
-    return float("nan") if var == 0 else 1.0 - float((returns - values).var()) / var
-
-
 @dataclass(frozen=True)
-class ReinforceConfig(training.OnPolicyConfig):
-    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.training.OnPolicyConfig`).
+class ReinforceConfig(onpolicy.OnPolicyConfig):
+    """Settings of :func:`train` (and the shared ones of :class:`~course_lib.rl.onpolicy.OnPolicyConfig`).
     Defaults solve CartPole-v1 within 100k env steps."""
 
     num_envs: int = 8
@@ -147,7 +141,7 @@ def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
     Logged per iteration: env_steps, episode_return, episode_length (when episodes finished),
     policy_loss, value_loss, entropy, explained_variance, wall_seconds.
     """
-    vec_env, policy, value, collector, _ = training.start_run(config, seed)
+    vec_env, policy, value, collector, _ = onpolicy.start_run(config, seed)
     history = training.History() if history is None else history
     policy_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
     value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
@@ -181,7 +175,7 @@ def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
             # --- log ---
             row = dict(env_steps=collector.total_steps, policy_loss=loss_pi, value_loss=loss_v,
                        entropy=distributions.categorical_entropy(logits.detach()).mean(),
-                       explained_variance=explained_variance(batch.values, rets),
+                       explained_variance=estimators.explained_variance(batch.values, rets),
                        wall_seconds=time.perf_counter() - start)
             history.log(**row, **batch.episode_stats())
             if callback is not None and callback(collector.total_steps, policy):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from course_lib import distributions
-from course_lib.checker import Case, Exercise
+from course_lib.grading.checker import Case, Exercise
 
 
 def _seeded(seed: int) -> torch.Generator:

@@ -6,7 +6,7 @@ environments with fixed-length segments" of PPO implementations). Episode return
 across segments and reported when episodes finish.
 
 Every transition in a :class:`RolloutBatch` is real: the envs use same-step autoreset (see
-:mod:`course_lib.envs`), and ``next_values[t]`` holds V of the real next observation (the final
+:mod:`course_lib.rl.envs`), and ``next_values[t]`` holds V of the real next observation (the final
 observation on steps that end an episode), which is what GAE needs to bootstrap truncations.
 """
 

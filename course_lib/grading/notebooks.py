@@ -3,7 +3,8 @@
 A solution notebook (``solutions/NN_topic.ipynb``) solves each exercise inside a function whose body
 holds a region between a line ``### BEGIN SOLUTION`` and a line ``### END SOLUTION`` (the markers
 nbgrader and otter-grader use, so a later move to either stays cheap). The exercise is the one
-registered under the function's name (:func:`course_lib.exercises.by_name`).
+registered under the function's name (:func:`course_lib.grading.exercises.id_of`, which reads the
+registry's source and imports nothing, so generating lessons never imports torch).
 
 :func:`make_lesson` replaces every region with a two-line stub that names the exercise, drops cells
 tagged ``solution-only`` and strips outputs, so ``lessons/NN_topic.ipynb`` is a pure function of
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from course_lib import exercises
+from course_lib.grading import exercises
 
 Notebook = dict[str, Any]
 """A version-4 notebook as a plain dict (an ``nbformat.NotebookNode`` works too).
@@ -219,11 +220,11 @@ def _cell_regions(source: str, cell_index: int, where: str) -> list[SolutionRegi
                                 f"(an exercise is a function whose body holds the region)")
         name = max(holders, key=lambda node: node.lineno).name
         try:
-            exercise = exercises.by_name(name)
+            exercise_id = exercises.id_of(name)
         except AttributeError:
             raise NotebookError(f"{where}, line {begin + 1}: function {name!r} has a solution region, but no "
-                                f"exercise is registered under that name in course_lib.exercises") from None
-        regions.append(SolutionRegion(cell_index, begin, end, indent, name, exercise.id))
+                                f"exercise is registered under that name in course_lib.grading.exercises") from None
+        regions.append(SolutionRegion(cell_index, begin, end, indent, name, exercise_id))
     return regions
 
 

@@ -4,7 +4,7 @@ Usage::
 
     course-grade                           # every notebook in lessons/
     course-grade lessons/01_reinforce.ipynb my_work/ --timeout 300 --budget full
-    python -m course_lib.grade ...         # the same, without the console script
+    python -m course_lib.grading.grade ...         # the same, without the console script
 
 Each notebook is copied into a temporary folder and executed there (the original file is never
 touched; the kernel's working directory is the temporary folder) with ``COURSE_BUDGET`` set to
@@ -13,7 +13,7 @@ temporary file, to which every ``check.<name>(...)`` call appends one JSON line.
 after a cell raises, so one broken cell does not hide later exercises; a cell that runs longer
 than ``--timeout`` seconds is interrupted and execution goes on.
 
-Each exercise of the lesson (from :func:`course_lib.exercises.for_lesson`, the lesson being the
+Each exercise of the lesson (from :func:`course_lib.grading.exercises.for_lesson`, the lesson being the
 two-digit prefix of the file name) is reported as ``passed``, ``failed``, ``not attempted`` (the
 stub still raises ``NotImplementedError``) or ``not reached`` (its check never ran, usually
 because an earlier cell failed). Cells that raised are listed too.
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from course_lib import exercises
-from course_lib.checker import GRADE_LOG_ENV, STRICT_ENV
-from course_lib.notebooks import NotebookError, read_notebook
+from course_lib.grading import exercises
+from course_lib.grading.checker import GRADE_LOG_ENV, STRICT_ENV
+from course_lib.grading.notebooks import NotebookError, read_notebook
 from course_lib.runtime import BUDGET_ENV
 
 __all__ = ["ExerciseGrade", "NotebookGrade", "GradingError", "grade_notebook", "main"]
@@ -130,7 +130,7 @@ def _execute(path: Path, env: dict[str, str], timeout: int,
     The kernel's own stderr (start-up warnings, a crash message) goes to ``stderr_path``; its last
     line is quoted only if the kernel dies.
     """
-    import nbformat  # slow to import (see course_lib.notebooks); only needed when grading
+    import nbformat  # slow to import (see course_lib.grading.notebooks); only needed when grading
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
@@ -197,7 +197,7 @@ def grade_notebook(path: Path, timeout: int = 600, budget: str = "quick") -> tup
         logged = _read_log(log_path)
     grade.seconds = time.perf_counter() - start
 
-    expected = exercises.for_lesson(lesson)
+    expected = [entry for entry in exercises.index().values() if entry.lesson == lesson]
     for exercise in expected:
         record = logged.pop(exercise.id, None)
         if record is None:
