@@ -16,6 +16,7 @@ from nbformat import v4
 from course_lib.grading import checker, exercises
 from course_lib.grading.notebooks import (
     NotebookError,
+    extract_imports,
     extract_solution_functions,
     make_lesson,
     notebook_text,
@@ -215,9 +216,11 @@ def test_extract_solution_functions_returns_whole_functions_that_pass_their_chec
     assert functions["sample_actions"].startswith("@torch.no_grad()\ndef sample_actions(")
     assert functions["sample_actions"].rstrip().endswith("### END SOLUTION")
     assert "%matplotlib" not in functions["sample_actions"] and "check." not in functions["log_prob_of_actions"]
+    imports = extract_imports(path)
+    assert "import torch" in imports and "%matplotlib" not in imports
     for name, source in functions.items():
-        namespace = {"torch": torch, "F": F}
-        exec(compile(source, name, "exec"), namespace)
+        namespace: dict = {}
+        exec(compile(imports + source, name, "exec"), namespace)
         result = checker.run_exercise(exercises.by_name(name), namespace[name])
         assert result.passed, f"{name}: {result.message}"
 

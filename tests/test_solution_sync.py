@@ -1,28 +1,22 @@
 """The solution notebooks and course_lib agree: every solved function passes its own checker.
 
 Each function holding a ``### BEGIN SOLUTION`` region in ``solutions/*.ipynb`` is pulled out of
-the notebook, executed on its own (in a namespace with the usual imports only, because notebook
-functions take what they use) and run through :func:`course_lib.grading.checker.run_exercise`, which
-compares it with the reference in ``course_lib`` on seeded inputs. A teaching version that drifts
-from the library's version fails here, without running the notebook.
+the notebook, executed on its own in a namespace holding exactly what the notebook's import
+statements give it (notebook functions take what they use, so nothing else is needed), and run
+through :func:`course_lib.grading.checker.run_exercise`, which compares it with the reference in
+``course_lib`` on seeded inputs. A teaching version that drifts from the library's version fails
+here, without running the notebook.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch import Tensor
 
 from course_lib.grading import checker, exercises
-from course_lib.grading.notebooks import extract_solution_functions
+from course_lib.grading.notebooks import extract_imports, extract_solution_functions
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((REPO / "solutions").glob("*.ipynb"))
@@ -36,9 +30,11 @@ def _solved_functions() -> list[Any]:
     return params
 
 
-def _namespace() -> dict[str, Any]:
-    return {"torch": torch, "nn": nn, "F": F, "np": np, "math": math, "Tensor": Tensor,
-            "Callable": Callable, "Sequence": Sequence, "Any": Any}
+def _namespace(path: Path) -> dict[str, Any]:
+    """The names the notebook's own import statements define, and nothing else."""
+    namespace: dict[str, Any] = {}
+    exec(compile(extract_imports(path), f"{path.name}::imports", "exec"), namespace)
+    return namespace
 
 
 @pytest.mark.parametrize("path, name, source", _solved_functions())
@@ -46,7 +42,7 @@ def test_solved_function_passes_its_checker(path: Path, name: str, source: str) 
     exercise = exercises.by_name(name)
     assert exercise.lesson == path.name[:2], (
         f"{path.name} solves exercise {exercise.id} ({name}), which belongs to lesson {exercise.lesson}")
-    namespace = _namespace()
+    namespace = _namespace(path)
     exec(compile(source, f"{path.name}::{name}", "exec"), namespace)
     result = checker.run_exercise(exercise, namespace[name])
     assert result.passed, f"{path.name}: exercise {exercise.id} ({name}) {result.status}: {result.message}"

@@ -7,7 +7,8 @@ case and prints **one line**: either that all cases passed, or the first failing
 inputs, the expected and the actual value and a hint.
 
 The checker survives bad learner code: exceptions, wrong shapes or dtypes, NaN or inf, inputs
-mutated in place and code that never returns (a time limit) all become feedback, never a crash.
+mutated in place (models included) and code that never returns (a CPU-time limit that counts only
+the learner's own call) all become feedback, never a crash.
 It returns the learner's function when it passes and, visibly, the reference when it does not, so an
 unfinished lesson still runs top to bottom. With ``COURSE_STRICT=1`` a failing check raises
 :class:`ExerciseCheckFailed` instead (that is how solutions are graded in CI).
@@ -24,10 +25,11 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, Literal
 
-from course_lib.grading.compare import compare, describe
+import torch
+
+from course_lib.grading.compare import compare, compare_modules, describe
 
 __all__ = [
     "Case",
@@ -85,8 +87,9 @@ class Case:
             ``fn(**inputs)``. A custom observer can, for example, return a gradient, or the
             parameters of a model after an update, to test behaviour rather than output.
         atol, rtol: tolerances for floating-point comparison.
-        check_mutation: report inputs changed in place (turn off for functions whose job is to
-            update a model's parameters in place).
+        may_modify: names of the inputs the function may change in place (a model whose parameters
+            it must update, say). Every other input is compared before and after the call, models
+            by parameters, buffers and ``.grad``, and a change is reported as a failure.
     """
 
     label: str
@@ -96,7 +99,7 @@ class Case:
     observe: Observer | None = None
     atol: float = 1e-5
     rtol: float = 1e-4
-    check_mutation: bool = True
+    may_modify: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class Exercise:
     """A graded exercise: a stable id (``"LL.N"``), the function name and its reference.
 
     ``make_cases`` builds the cases lazily (seeded, so they are the same on every run) and is called
-    once per check. ``time_limit_s`` bounds each call of the learner's function.
+    once per check. ``time_limit_s`` bounds the CPU time the learner's function may use on one case
+    (see :func:`run_exercise`: the limit grows with what the reference needs on that case).
     """
 
     id: str
@@ -113,6 +117,9 @@ class Exercise:
     reference: Callable[..., Any]
     make_cases: Callable[[], Sequence[Case]]
     time_limit_s: float = 3.0
+    wall_limit_s: float | None = None
+    """Wall-clock backstop per case for code that waits instead of computing (default: the larger of
+    10 s and 20 times the CPU-time limit)."""
 
     @property
     def lesson(self) -> str:
@@ -155,37 +162,67 @@ def session_results() -> list[CheckResult]:
 # --------------------------------------------------------------------------------------------
 
 
-def _call_with_time_limit(func: Callable[[], Any], seconds: float) -> Any:
-    """Call ``func()``; raise :class:`CheckTimeout` if it runs longer than ``seconds``.
+class _LimitedFunction:
+    """The learner's function, wrapped so that only the time spent *inside* it counts.
 
-    In the main thread on Unix (a Jupyter kernel runs cells there) a SIGALRM timer interrupts the
-    running Python code. Elsewhere the call runs in a daemon thread that is abandoned on timeout.
+    Each call runs under two timers (Unix, main thread): a CPU-time timer (``ITIMER_PROF``, the
+    process's user + system time) with what is left of ``cpu_seconds`` for this case, and a wall-clock
+    backstop of ``wall_seconds`` for code that waits instead of computing. CPU time barely grows
+    when other programs share the cores, so a correct function is not refused on a slow or busy
+    machine (Binder's one shared CPU); the observer's own work (building models, taking gradients of
+    the result) runs between calls, with the timers off. Elsewhere (a worker thread) the call runs
+    unlimited, and :func:`_run_observer` bounds the whole case by wall time instead.
     """
-    use_signal = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if use_signal:
 
-        def _on_alarm(signum, frame):  # noqa: ARG001
+    def __init__(self, fn: Callable[..., Any], cpu_seconds: float, wall_seconds: float) -> None:
+        self.fn = fn
+        self.cpu_left = cpu_seconds
+        self.wall_seconds = wall_seconds
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not _can_use_timers():
+            return self.fn(*args, **kwargs)
+        if self.cpu_left <= 0:
             raise CheckTimeout()
 
-        previous = signal.signal(signal.SIGALRM, _on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            return func()
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+        def _on_timer(signum, frame):  # noqa: ARG001
+            raise CheckTimeout()
 
+        previous = {sig: signal.signal(sig, _on_timer) for sig in (signal.SIGPROF, signal.SIGALRM)}
+        cpu_start = time.process_time()
+        signal.setitimer(signal.ITIMER_PROF, self.cpu_left)
+        signal.setitimer(signal.ITIMER_REAL, self.wall_seconds)
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.cpu_left -= time.process_time() - cpu_start
+
+
+def _can_use_timers() -> bool:
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+def _run_observer(observe: Observer, fn: _LimitedFunction, inputs: dict[str, Any]) -> Any:
+    """``observe(fn, inputs)``; off the main thread, in a daemon thread abandoned after the wall limit."""
+    if _can_use_timers():
+        return observe(fn, inputs)
     box: dict[str, Any] = {}
 
     def _target() -> None:
         try:
-            box["value"] = func()
+            box["value"] = observe(fn, inputs)
         except BaseException as err:  # noqa: BLE001 - handed back to the caller below
             box["error"] = err
 
     worker = threading.Thread(target=_target, daemon=True)
     worker.start()
-    worker.join(seconds)
+    worker.join(fn.wall_seconds)
     if worker.is_alive():
         raise CheckTimeout()
     if "error" in box:
@@ -217,8 +254,41 @@ def _describe_inputs(inputs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={describe(v)}" for k, v in inputs.items())
 
 
+_REFERENCE_TIME_FACTOR = 50.0
+"""A case allows the learner ``time_limit_s`` plus this many times the reference's CPU time on it."""
+_WALL_FACTOR = 20.0
+_MIN_WALL_SECONDS = 10.0
+
+
+def _mutation(case: Case, before: Mapping[str, Any], after: Mapping[str, Any]) -> str | None:
+    """A sentence about the first input changed in place that the case does not allow to change."""
+    for key, original in before.items():
+        if key in case.may_modify:
+            continue
+        now = after[key]
+        if isinstance(original, torch.nn.Module) and isinstance(now, torch.nn.Module):
+            if compare_modules(original, now) is not None:
+                return (f"your function changed the model `{key}` in place ({compare_modules(original, now)}); "
+                        f"this exercise must leave it untouched")
+            if any(p.grad is not None for p in now.parameters()) and all(
+                    p.grad is None for p in original.parameters()):
+                return (f"your function left gradients in `{key}`'s parameters (.grad); use "
+                        f"torch.autograd.grad(...) instead of .backward() so nothing accumulates")
+        elif compare(original, now, atol=0.0, rtol=0.0) is not None:
+            return (f"your function changed its input `{key}` in place; build a new "
+                    f"tensor instead (e.g. `x = x + 1`, not `x += 1`)")
+    return None
+
+
 def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
-    """Run every case of ``exercise`` on ``fn``; never raises for anything the learner wrote."""
+    """Run every case of ``exercise`` on ``fn``; never raises for anything the learner wrote.
+
+    For each case: the expected value (the reference, observed on a deep copy of the inputs, unless
+    the case gives it), then the learner's function on another deep copy, under a CPU-time limit of
+    ``exercise.time_limit_s`` plus 50 times the reference's CPU time on that case (only time inside
+    the learner's function counts), then the comparison, then the check that no input the case does
+    not list in ``may_modify`` was changed in place.
+    """
     start = time.perf_counter()
     cases: Sequence[Case] = exercise.make_cases()
 
@@ -231,18 +301,23 @@ def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
 
     for number, case in enumerate(cases):
         observe = case.observe or _default_observe
+        cpu_start = time.process_time()
         if case.expected is USE_REFERENCE:
             expected = observe(exercise.reference, copy.deepcopy(dict(case.inputs)))
         else:
             expected = case.expected
+        reference_cpu = time.process_time() - cpu_start
+        cpu_limit = exercise.time_limit_s + _REFERENCE_TIME_FACTOR * reference_cpu
+        wall_limit = exercise.wall_limit_s or max(_MIN_WALL_SECONDS, _WALL_FACTOR * cpu_limit)
+        limited = _LimitedFunction(fn, cpu_limit, wall_limit)
         call_inputs = copy.deepcopy(dict(case.inputs))
         try:
-            got = _call_with_time_limit(partial(observe, fn, call_inputs), exercise.time_limit_s)
+            got = _run_observer(observe, limited, call_inputs)
         except NotImplementedError:
             return result("not attempted", "not attempted yet (your function raises NotImplementedError)", 0)
         except CheckTimeout:
-            problem = (f"did not return within {exercise.time_limit_s:g} s (an endless loop, or far too "
-                       f"much work for a small input)")
+            problem = (f"did not return within {cpu_limit:.2g} s of computing time or {wall_limit:.2g} s in all "
+                       f"(an endless loop, a wait, or far too much work for a small input)")
             return result("failed", _case_message(case, problem), number)
         except KeyboardInterrupt:
             raise
@@ -251,12 +326,8 @@ def run_exercise(exercise: Exercise, fn: Any) -> CheckResult:
             return result("failed", _case_message(case, problem), number)
 
         problem = compare(expected, got, case.atol, case.rtol)
-        if problem is None and case.check_mutation:
-            for key, original in case.inputs.items():
-                if compare(original, call_inputs[key], atol=0.0, rtol=0.0) is not None:
-                    problem = (f"your function changed its input `{key}` in place; build a new "
-                               f"tensor instead (e.g. `x = x + 1`, not `x += 1`)")
-                    break
+        if problem is None:
+            problem = _mutation(case, case.inputs, call_inputs)
         if problem is not None:
             return result("failed", _case_message(case, problem), number)
     return result("passed", "the one case" if len(cases) == 1 else f"all {len(cases)} cases", len(cases))

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["compare", "describe"]
+__all__ = ["compare", "describe", "Masked", "Problem", "compare_modules"]
 
 
 # --------------------------------------------------------------------------------------------
+
+
+class Masked(NamedTuple):
+    """A tensor of which only the positions where ``mask`` is True count.
+
+    ``value`` and ``mask`` have the same shape (or ``mask`` broadcasts to it); positions outside the
+    mask (padding, prompt tokens, tokens after EOS) may hold anything, NaN included. Comparing two
+    ``Masked`` values checks the full shape and the dtype, then the values inside the expected mask.
+    """
+
+    value: Any
+    mask: torch.Tensor
+
+
+class Problem(NamedTuple):
+    """What an observer returns when it could not observe what it wanted, as a sentence for the learner
+    (e.g. "no gradient reaches `logits`: the output was detached")."""
+
+    message: str
 
 
 def describe(value: Any, limit: int = 8) -> str:
@@ -47,7 +66,12 @@ def describe(value: Any, limit: int = 8) -> str:
         inner = ", ".join(describe(v, 4) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner})"
     if isinstance(value, torch.nn.Module):
-        return f"a {type(value).__name__} module"
+        count = sum(p.numel() for p in value.parameters())
+        return f"a {type(value).__name__} module ({count} parameters)"
+    if isinstance(value, Masked):
+        return f"{describe(value.value, limit)} (compared where the mask is set)"
+    if isinstance(value, Problem):
+        return value.message
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -90,6 +114,17 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, pat
     finite); numbers within tolerance; tuples, lists and dicts element by element.
     """
     where = f"in {path}: " if path else ""
+    if isinstance(got, Problem):
+        return where + got.message
+    if isinstance(expected, Problem):  # the reference itself could not be observed: a bug in the case
+        raise RuntimeError(f"the reference failed its own observation: {expected.message}")
+    if isinstance(expected, Masked):
+        return _compare_masked(expected, got, atol, rtol, where)
+    if isinstance(expected, torch.nn.Module):
+        if not isinstance(got, torch.nn.Module):
+            return f"{where}expected a model ({type(expected).__name__}), got {type(got).__name__} {describe(got)}"
+        problem = compare_modules(expected, got, atol, rtol)
+        return None if problem is None else where + problem
     if isinstance(expected, torch.Tensor):
         if not isinstance(got, torch.Tensor):
             return f"{where}expected a torch.Tensor, got {type(got).__name__} {describe(got)}"
@@ -143,3 +178,49 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, pat
     if expected is None:
         return None if got is None else f"{where}expected None, got {describe(got)}"
     return None if got == expected else f"{where}expected {describe(expected)}, got {describe(got)}"
+
+
+def _compare_masked(expected: Masked, got: Any, atol: float, rtol: float, where: str) -> str | None:
+    value = got.value if isinstance(got, Masked) else got
+    if not isinstance(value, torch.Tensor):
+        return f"{where}expected a torch.Tensor, got {type(value).__name__} {describe(value)}"
+    if tuple(value.shape) != tuple(expected.value.shape):
+        return f"{where}expected shape {tuple(expected.value.shape)}, got shape {tuple(value.shape)}"
+    if value.dtype != expected.value.dtype:
+        return f"{where}expected dtype {expected.value.dtype}, got dtype {value.dtype}"
+    mask = expected.mask.to(torch.bool).expand_as(expected.value).cpu()
+    exp, out = expected.value.detach().cpu(), value.detach().cpu()
+    if exp.is_floating_point():
+        wrong = ~torch.isclose(out.double(), exp.double(), rtol=rtol, atol=atol, equal_nan=True)
+    else:
+        wrong = exp != out
+    bad = wrong & mask
+    if not bad.any():
+        return None
+    pos = tuple(bad.nonzero()[0].tolist())
+    e, g = exp[pos].item(), out[pos].item()
+    return (f"{where}at position {pos}, which the mask marks, expected {e:.6g}, got {g:.6g} "
+            f"({int(bad.sum())} of {int(mask.sum())} masked positions differ)")
+
+
+def compare_modules(expected: torch.nn.Module, got: torch.nn.Module, atol: float = 0.0,
+                    rtol: float = 0.0) -> str | None:
+    """``None`` if both models have the same class, mode, parameters and buffers; else what differs.
+
+    Models are compared by what determines their behaviour, never by identity, so a deep copy of a
+    model equals the original and a model returned by the learner can be checked against the one the
+    reference returns.
+    """
+    if type(got) is not type(expected):
+        return f"expected a {type(expected).__name__} model, got a {type(got).__name__}"
+    if got.training != expected.training:
+        mode = "training" if expected.training else "eval"
+        return f"expected the model in {mode} mode (model.{'train' if expected.training else 'eval'}())"
+    want, have = expected.state_dict(), got.state_dict()
+    if list(want) != list(have):
+        return f"expected a model with the tensors {list(want)}, got {list(have)}"
+    for name, tensor in want.items():
+        problem = _compare_arrays(tensor, have[name], atol, rtol)
+        if problem is not None:
+            return f"the model's `{name}`: {problem}"
+    return None

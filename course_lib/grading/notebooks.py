@@ -285,3 +285,24 @@ def extract_solution_functions(path: str | Path) -> dict[str, str]:
             found[node.name] = text
     return found
 
+
+
+def extract_imports(path: str | Path) -> str:
+    """Every top-level ``import`` / ``from ... import`` statement of the notebook's code cells, in order.
+
+    The sync test executes these before a solved function, so each function runs with exactly the
+    names its notebook gives it (``F``, ``Tensor``, ``estimators``, ...), not a hand-kept list that can
+    drift. Magic and shell lines (``%matplotlib``, ``!pip``) are skipped.
+    """
+    nb = read_notebook(path)
+    statements: list[str] = []
+    for number, cell in enumerate(nb["cells"], start=1):
+        if cell["cell_type"] != "code":
+            continue
+        source = "\n".join("" if _MAGIC_LINE.match(line) else line for line in _source(cell).split("\n"))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as err:
+            raise NotebookError(f"{path}: cell {number} is not valid Python ({err.msg}, line {err.lineno})") from None
+        statements += [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return "\n".join(dict.fromkeys(statements)) + "\n"
