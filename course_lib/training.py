@@ -27,8 +27,10 @@ from torch import nn
 __all__ = ["History", "NonFiniteError", "ensure_finite", "interruptible", "TrainResult", "Callback"]
 
 Callback = Callable[[int, nn.Module], bool | None]
-"""Called as ``callback(env_steps, policy)`` after every training iteration of a reference
-``train()``; returning True stops training early. Benchmarks use it to evaluate every 5k steps."""
+"""The callback protocol of every training loop, the library's ``train()`` and the lessons' visible
+loops alike: called as ``callback(steps, policy)`` after each iteration's row is logged (``steps``
+counts environment steps in the control half, optimizer steps in the language-model half);
+returning True stops training. :class:`course_lib.rl.onpolicy.GreedyEvaluation` is the usual one."""
 
 
 class TrainResult(NamedTuple):
@@ -47,20 +49,41 @@ class History:
     """Metrics logged during training, as named columns of numbers.
 
     ``log(env_steps=512, episode_return=21.0)`` appends one row; a column missing in a row is
-    NaN there. ``history["episode_return"]`` returns a float NumPy array.
+    NaN there. ``history["episode_return"]`` returns a float NumPy array. Keys are any strings, so the
+    metric names TRL uses work as they are: ``history.log(**{"rewards/chosen": 0.1})``, then
+    ``history["rewards/chosen"]``. Values are numbers or one-element tensors; anything else raises
+    ``ValueError`` naming the key.
     """
 
     def __init__(self) -> None:
         self._rows: list[dict[str, float]] = []
         self.interrupted = False
 
-    def log(self, **metrics: Any) -> None:
+    @staticmethod
+    def _row(metrics: dict[str, Any]) -> dict[str, float]:
         row: dict[str, float] = {}
         for key, value in metrics.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"metric names must be non-empty strings, got {key!r}")
             if isinstance(value, torch.Tensor):
+                if value.numel() != 1:
+                    raise ValueError(f"metric {key!r} must be one number, got a tensor of shape {tuple(value.shape)}")
                 value = value.detach().item()
-            row[key] = float(value)
-        self._rows.append(row)
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__} {value!r}") from None
+        return row
+
+    def log(self, **metrics: Any) -> None:
+        """Append one row of metrics."""
+        self._rows.append(self._row(metrics))
+
+    def extend_last(self, **metrics: Any) -> None:
+        """Add metrics to the most recent row, e.g. a greedy evaluation run after that iteration."""
+        if not self._rows:
+            raise ValueError("extend_last needs a logged row first; call log(...) before")
+        self._rows[-1].update(self._row(metrics))
 
     def keys(self) -> list[str]:
         seen: dict[str, None] = {}
@@ -75,6 +98,10 @@ class History:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def last_row(self) -> dict[str, float]:
+        """A copy of the most recent row (empty before anything is logged)."""
+        return dict(self._rows[-1]) if self._rows else {}
 
     def last(self, key: str, default: float = math.nan) -> float:
         """The most recent logged value of ``key``."""

@@ -154,9 +154,9 @@ def test_ratio_is_exactly_one_on_the_first_minibatch():
     batch = collector.collect(policy, 16, value)
     obs, actions = rollouts.flatten_time(batch.obs), rollouts.flatten_time(batch.actions)
     logp = distributions.log_prob_of_actions(policy(obs), actions)
-    ratio = (logp - rollouts.flatten_time(batch.logp)).exp()
+    ratio = (logp - rollouts.flatten_time(batch.logp_old)).exp()
     assert float((ratio - 1).abs().max().detach()) < 1e-5
-    _, stats = ppo.ppo_clip_loss(logp, rollouts.flatten_time(batch.logp), torch.randn(64), 0.2)
+    _, stats = ppo.ppo_clip_loss(logp, rollouts.flatten_time(batch.logp_old), torch.randn(64), 0.2)
     assert stats["clipfrac"] == 0.0 and abs(stats["approx_kl"]) < 1e-6
 
 

@@ -72,21 +72,21 @@ def _collect(seed: int, steps: int = 300, num_envs: int = 3):
 def test_rollout_shapes_and_no_dummy_transitions():
     collector, _, _, batch = _collect(0)
     assert batch.obs.shape == (300, 3, 4)
-    for name in ("actions", "logp", "rewards", "terminated", "truncated", "values", "next_values"):
+    for name in ("actions", "logp_old", "rewards", "terminated", "truncated", "values", "next_values"):
         assert getattr(batch, name).shape == (300, 3), name
-    assert batch.logits.shape == (300, 3, 2)
+    assert batch.logits_old.shape == (300, 3, 2)
     # Every real CartPole transition has reward 1: a NEXT_STEP dummy transition would have reward 0.
     assert torch.all(batch.rewards == 1.0)
     assert batch.terminated.any(), "a random policy should end some episodes in 300 steps"
     assert len(batch.episode_returns) == int((batch.terminated | batch.truncated).sum())
     assert collector.total_steps == 900 and batch.num_steps == 900
-    assert not batch.logp.requires_grad and not batch.values.requires_grad
+    assert not batch.logp_old.requires_grad and not batch.values.requires_grad
 
 
 def test_rollout_logp_matches_logits_and_values_chain():
     _, policy, value, batch = _collect(1)
-    expected_logp = torch.log_softmax(batch.logits, -1).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
-    assert torch.allclose(batch.logp, expected_logp)
+    expected_logp = torch.log_softmax(batch.logits_old, -1).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(batch.logp_old, expected_logp)
     with torch.no_grad():
         assert torch.allclose(batch.values, value(batch.obs), atol=1e-6)
     done = batch.terminated | batch.truncated

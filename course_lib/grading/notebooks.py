@@ -306,3 +306,26 @@ def extract_imports(path: str | Path) -> str:
             raise NotebookError(f"{path}: cell {number} is not valid Python ({err.msg}, line {err.lineno})") from None
         statements += [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
     return "\n".join(dict.fromkeys(statements)) + "\n"
+
+
+def extract_definitions(path: str | Path) -> str:
+    """The source of every top-level ``def`` and ``class`` of the notebook's code cells, in order.
+
+    Defining a function runs nothing but its default arguments, so these can be executed outside
+    the notebook (after :func:`extract_imports`) to call a lesson's own training loop in a test.
+    """
+    nb = read_notebook(path)
+    blocks: list[str] = []
+    for number, cell in enumerate(nb["cells"], start=1):
+        if cell["cell_type"] != "code":
+            continue
+        lines = ["" if _MAGIC_LINE.match(line) else line for line in _source(cell).split("\n")]
+        try:
+            tree = ast.parse("\n".join(lines))
+        except SyntaxError as err:
+            raise NotebookError(f"{path}: cell {number} is not valid Python ({err.msg}, line {err.lineno})") from None
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                blocks.append("\n".join(lines[first - 1: node.end_lineno]))
+    return "\n\n\n".join(blocks) + "\n"

@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from course_lib import distributions, estimators, training
 from course_lib.rl import onpolicy
 
 __all__ = ["bootstrapped_returns", "batch_advantages", "policy_gradient_loss", "value_loss",
-           "ReinforceConfig", "train"]
+           "ReinforceConfig", "make_optimizers", "train"]
 
 
 def _check_pair(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
@@ -131,6 +132,13 @@ class ReinforceConfig(onpolicy.OnPolicyConfig):
         self.require_positive("policy_lr", "value_lr")
 
 
+def make_optimizers(policy: nn.Module, value: nn.Module,
+                    config: ReinforceConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """(policy optimizer, value optimizer): two Adams, as REINFORCE takes one step on each loss."""
+    return (torch.optim.Adam(policy.parameters(), lr=config.policy_lr),
+            torch.optim.Adam(value.parameters(), lr=config.value_lr))
+
+
 def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
           callback: training.Callback | None = None,
           history: training.History | None = None) -> training.TrainResult:
@@ -143,8 +151,7 @@ def train(config: ReinforceConfig = ReinforceConfig(), seed: int = 0,
     """
     vec_env, policy, value, collector, _ = onpolicy.start_run(config, seed)
     history = training.History() if history is None else history
-    policy_opt = torch.optim.Adam(policy.parameters(), lr=config.policy_lr)
-    value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
+    policy_opt, value_opt = make_optimizers(policy, value, config)
     start = time.perf_counter()
     with training.interruptible(history):
         for iteration in range(config.num_iterations):

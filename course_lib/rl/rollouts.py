@@ -31,8 +31,9 @@ class RolloutBatch(NamedTuple):
     Attributes (T steps, N envs, D observation size, A actions):
         obs: ``(T, N, D)`` observation s_t the action was taken in.
         actions: ``(T, N)`` int64 actions a_t.
-        logp: ``(T, N)`` log π_old(a_t|s_t) of the collecting policy, detached.
-        logits: ``(T, N, A)`` the collecting policy's logits, detached (TRPO's KL needs them).
+        logp_old: ``(T, N)`` log π_old(a_t|s_t) of the collecting policy, detached (the glossary's
+            ``logp_old``: during the update, ``logp`` is the current policy's).
+        logits_old: ``(T, N, A)`` the collecting policy's logits, detached (TRPO's KL needs them).
         rewards: ``(T, N)`` r_t returned by ``step(a_t)``.
         terminated: ``(T, N)`` bool, a true terminal state was reached at step t.
         truncated: ``(T, N)`` bool, the episode was cut at step t (time limit).
@@ -44,8 +45,8 @@ class RolloutBatch(NamedTuple):
 
     obs: torch.Tensor
     actions: torch.Tensor
-    logp: torch.Tensor
-    logits: torch.Tensor
+    logp_old: torch.Tensor
+    logits_old: torch.Tensor
     rewards: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
@@ -131,8 +132,8 @@ class RolloutCollector:
                 for k, (t, env, _) in enumerate(final_obs):
                     next_values[t, env] = v_final[k]
         return RolloutBatch(
-            obs=torch.stack(obs_buf), actions=torch.stack(act_buf), logp=torch.stack(logp_buf),
-            logits=torch.stack(logit_buf), rewards=torch.from_numpy(rew_buf),
+            obs=torch.stack(obs_buf), actions=torch.stack(act_buf), logp_old=torch.stack(logp_buf),
+            logits_old=torch.stack(logit_buf), rewards=torch.from_numpy(rew_buf),
             terminated=torch.from_numpy(term_buf), truncated=torch.from_numpy(trunc_buf),
             values=values, next_values=next_values,
             episode_returns=episode_returns, episode_lengths=episode_lengths)

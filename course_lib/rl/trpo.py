@@ -34,7 +34,7 @@ from course_lib.rl import onpolicy, rollouts
 
 __all__ = ["surrogate_objective", "categorical_kl", "flat_grad", "fisher_vector_product",
            "conjugate_gradient", "natural_gradient_step", "line_search", "fit_value",
-           "TRPOConfig", "train"]
+           "TRPOConfig", "make_value_optimizer", "train"]
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -214,20 +214,25 @@ class TRPOConfig(onpolicy.OnPolicyConfig):
     value_epochs: int = 20
     """Passes over the batch when fitting V after each policy step. A critic that tracks the returns
     closely keeps TRPO at 500 once it gets there (5 passes at lr 1e-3 often fell back)."""
-    value_minibatch: int = 256
-    """Minibatch size of the value fit."""
+    value_minibatch_size: int = 256
+    """Minibatch size of the value fit (samples, not a count of minibatches)."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
         super().validate()
         self.require_positive_ints("cg_iters", "fisher_every", "max_backtracks", "value_epochs",
-                                   "value_minibatch")
+                                   "value_minibatch_size")
         self.require_in_unit_interval("gae_lambda")
         if not 0.0 < self.shrink < 1.0:
             raise ValueError(f"shrink must be in (0, 1), got {self.shrink!r}")
         self.require_positive("max_kl", "value_lr")
         if not self.damping >= 0:
             raise ValueError(f"damping must be >= 0, got {self.damping!r}")
+
+
+def make_value_optimizer(value: nn.Module, config: TRPOConfig) -> torch.optim.Optimizer:
+    """Adam for the value network alone (the policy moves by the natural-gradient step, not Adam)."""
+    return torch.optim.Adam(value.parameters(), lr=config.value_lr)
 
 
 def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.Callback | None = None,
@@ -242,7 +247,7 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
     """
     vec_env, policy, value, collector, generator = onpolicy.start_run(config, seed)
     history = training.History() if history is None else history
-    value_opt = torch.optim.Adam(value.parameters(), lr=config.value_lr)
+    value_opt = make_value_optimizer(value, config)
     solver = functools.partial(conjugate_gradient, iterations=config.cg_iters)
     start = time.perf_counter()
     with training.interruptible(history):
@@ -252,7 +257,7 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
             adv, rets = estimators.gae(batch.rewards, batch.values, batch.next_values, batch.terminated,
                                     batch.truncated, config.gamma, config.gae_lambda)  # (T, N)
             obs, actions = rollouts.flatten_time(batch.obs), rollouts.flatten_time(batch.actions)
-            old_logits, logp_old = rollouts.flatten_time(batch.logits), rollouts.flatten_time(batch.logp)
+            logits_old, logp_old = rollouts.flatten_time(batch.logits_old), rollouts.flatten_time(batch.logp_old)
             adv = estimators.normalize(rollouts.flatten_time(adv))  # (B,)
             rets = rollouts.flatten_time(rets)
 
@@ -269,12 +274,13 @@ def train(config: TRPOConfig = TRPOConfig(), seed: int = 0, callback: training.C
             training.ensure_finite(step, "natural-gradient step", f"iteration {iteration}")
 
             # --- backtracking line search on the true KL and the surrogate ---
-            evaluate = functools.partial(_surrogate_and_kl, policy, obs, actions, logp_old, adv, old_logits)
+            evaluate = functools.partial(_surrogate_and_kl, policy, obs, actions, logp_old, adv, logits_old)
             search = line_search(policy, step, evaluate, config.max_kl, config.shrink, config.max_backtracks)
             _, kl_after = evaluate()
 
             # --- fit V after the policy step, with its own optimizer ---
-            loss_v = fit_value(value, value_opt, obs, rets, config.value_epochs, config.value_minibatch, generator)
+            loss_v = fit_value(value, value_opt, obs, rets, config.value_epochs,
+                               config.value_minibatch_size, generator)
             training.ensure_finite(loss_v, "value loss", f"iteration {iteration}")
 
             # --- log ---
