@@ -14,15 +14,14 @@ three, plus each method's ``make_optimizer(s)``, so the same seed gives the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-import time
 from typing import Any, NamedTuple
 
 import numpy as np
-from torch import nn
-
 import torch
+from torch import nn
 
 from course_lib import runtime, training
 from course_lib.rl import envs, networks, rollouts
