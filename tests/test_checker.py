@@ -379,6 +379,16 @@ def test_the_gradient_observer_catches_a_detached_output_and_a_leak():
     assert not leaky.passed and "must be 0: `targets` is a constant" in leaky.message
 
 
+def test_the_gradient_observer_sees_an_in_place_change_through_detach():
+    def writes_through_detach(values, targets):
+        loss = ((values - targets.detach()) ** 2).mean()
+        targets.detach().zero_()  # an alias of the differentiated copy: no autograd error, data changed
+        return loss
+
+    result = run_exercise(_gradient_exercise(), writes_through_detach)
+    assert not result.passed and "changed its input `targets` in place" in result.message
+
+
 def test_the_gradient_observer_catches_a_nan_gradient_behind_a_finite_value():
     def cases():
         return [Case("an impossible action", {"logits": torch.tensor([[0.0, float("-inf")]])},

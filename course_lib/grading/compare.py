@@ -155,6 +155,9 @@ def compare(expected: Any, got: Any, atol: float = 1e-5, rtol: float = 1e-4, pat
     if isinstance(expected, Mapping):
         if not isinstance(got, Mapping):
             return f"{where}expected a dict with keys {sorted(expected)}, got {type(got).__name__}"
+        problems = [v for v in got.values() if isinstance(v, Problem)]
+        if problems:  # an observation that failed says more than the keys it could not fill
+            return where + problems[0].message
         missing = [k for k in expected if k not in got]
         if missing:
             return f"{where}the result is missing the key(s) {missing}"

@@ -72,6 +72,10 @@ def gradients(wrt: Sequence[str] = (), constant: Sequence[str] = (), output: Sel
             leaf = inputs[key].detach().clone().requires_grad_(True)
             call[key] = leaves[key] = leaf
         target = pick(fn(**call), output)
+        for key, leaf in leaves.items():  # the checker sees only the inputs it passed, not these copies
+            if not torch.equal(leaf.detach(), inputs[key]):
+                return {name: Problem(f"your function changed its input `{key}` in place; build a new tensor "
+                                      f"instead (e.g. `x = x + 1`, not `x += 1`)")}
         if isinstance(target, Problem):
             return {name: target}
         if not isinstance(target, torch.Tensor) or not target.is_floating_point():
