@@ -72,6 +72,8 @@ def describe(value: Any, limit: int = 8) -> str:
         return f"{describe(value.value, limit)} (compared where the mask is set)"
     if isinstance(value, Problem):
         return value.message
+    if callable(value) and not isinstance(value, type) and hasattr(value, "__qualname__"):
+        return f"the function {value.__qualname__}"  # not its repr, which shows a memory address
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

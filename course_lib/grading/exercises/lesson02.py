@@ -4,6 +4,12 @@ Hand-computed cases come from the TRPO section of the course's algorithm notes (
 bias-only example, the 2×2 CG system); the bug catalogue there says what each case must catch:
 a KL with neither side detached, no damping, a wrong sign or scale of the step, a CG bug, a line
 search that checks only the KL or never rolls back.
+
+Further cases come from an audit with wrong implementations: a single state ``(A,)`` and a batch of
+one state; gradients that are detached, leak into the old side or turn NaN where a probability is
+exactly 0 (the value being fine); every diagnostic the line search returns, and whether the policy
+is still trainable after it; inputs changed in place. Only the line search may move its policy,
+and its cases that pass the policy as an input say so with ``may_modify``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector
 
+from course_lib.grading import observers
 from course_lib.grading.checker import Case, Exercise
+from course_lib.grading.compare import Problem
 from course_lib.rl import trpo
+
+_NEVER = -1000.0
+"""A logit whose softmax probability underflows to exactly 0 (in float32 and float64): an action never taken."""
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -78,14 +89,8 @@ def _random_spd(size: int, seed: int, dtype: torch.dtype = torch.float64) -> tor
 # ---------------------------------------------------------------------------------------------
 
 
-def _kl_old_side_gradient(fn: Callable[..., Any], inputs: dict[str, Any]) -> torch.Tensor:
-    """d(sum of KL)/d(old_logits): must be exactly 0, the old distribution is a constant."""
-    old = inputs["old_logits"].clone().requires_grad_(True)
-    out = fn(old_logits=old, new_logits=inputs["new_logits"])
-    if not isinstance(out, torch.Tensor) or not out.requires_grad:
-        return torch.zeros_like(old)
-    (grad,) = torch.autograd.grad(out.sum(), old, allow_unused=True)
-    return torch.zeros_like(old) if grad is None else grad
+_KL_GRADIENTS = observers.gradients(wrt=["new_logits"], constant=["old_logits"], name="KL")
+"""The KL and d(Σ w·KL)/d(new_logits), which must exist, and d/d(old_logits), which must be 0."""
 
 
 def _kl_curvature(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -118,7 +123,14 @@ def _kl_cases() -> list[Case]:
     g = _seeded(20)
     old, new = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
     z, v = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    one_old, one_new = torch.randn(4, generator=g), torch.randn(4, generator=g)
     p07 = torch.log(torch.tensor([[0.7, 0.3]]))
+    never_old = torch.tensor([[0.0, 1.0, _NEVER], [0.2, _NEVER, 0.1]])
+    never_new = torch.tensor([[0.5, 0.0, _NEVER], [-0.3, _NEVER, 0.4]])
+    z_never = torch.cat([z[:, :2], torch.full((4, 1), _NEVER)], dim=1)  # action 2 has probability 0
+    hint_log = ("torch.log(torch.softmax(...)) is -inf where a probability underflows to 0; masking the "
+                "0 * -inf term (torch.where, nansum) fixes the value, but the backward pass still multiplies "
+                "0 by 1/0 = inf and gives NaN. Use F.log_softmax for both sides.")
     return [
         Case("hand-computed: old (0.5, 0.5), new (0.9, 0.1)",
              {"old_logits": torch.zeros(1, 2), "new_logits": torch.log(torch.tensor([[0.9, 0.1]]))},
@@ -130,6 +142,9 @@ def _kl_cases() -> list[Case]:
              expected=torch.tensor([0.0077671]), hint="compute it analytically from both softmaxes."),
         Case("random batch (5, 3), one KL per state", {"old_logits": old, "new_logits": new},
              hint="sum over the action dimension only (dim=-1); do not average over states here."),
+        Case("a single state, shape (A,): the KL is a 0-dim tensor", {"old_logits": one_old, "new_logits": one_new},
+             hint="reduce over dim=-1 only; do not loop over or index the first dimension, which is the action "
+                  "dimension when there is no batch."),
         Case("language-model shape (2, 4, 6)",
              {"old_logits": torch.randn(2, 4, 6, generator=g), "new_logits": torch.randn(2, 4, 6, generator=g)},
              hint="reduce over dim=-1 so any leading shape works."),
@@ -137,15 +152,23 @@ def _kl_cases() -> list[Case]:
              {"old_logits": torch.tensor([[0.0, -1000.0]]), "new_logits": torch.zeros(1, 2)},
              expected=torch.tensor([0.6931472]),
              hint="log(softmax(x)) is -inf where softmax underflows and 0 * -inf = NaN; use log_softmax."),
-        Case("no gradient flows into the old logits", {"old_logits": old, "new_logits": new},
-             observe=_kl_old_side_gradient, expected=torch.zeros(5, 3),
-             hint="detach the old side: `old_logits.detach()`. It is the fixed data-collecting policy."),
+        Case("the gradient reaches the new logits, and no gradient flows into the old logits",
+             {"old_logits": old, "new_logits": new}, observe=_KL_GRADIENTS,
+             hint="detach the old side only: `old_logits.detach()`, the fixed data-collecting policy. Keep the "
+                  "new side in the graph (no .detach(), .item() or torch.no_grad() on it)."),
+        Case("an action neither policy takes (probability 0): finite gradient wrt the new logits, not NaN",
+             {"old_logits": never_old, "new_logits": never_new}, observe=_KL_GRADIENTS, hint=hint_log),
         Case("KL(z ‖ z): value 0 and gradient 0, but its Hessian is the Fisher matrix",
              {"logits": z, "vector": v}, observe=_kl_curvature,
              expected={"value": torch.tensor(0.0), "gradient": torch.zeros(4, 3),
                        "Hessian-vector product": _analytic_logit_fisher(z, v)},
              hint="detach exactly one side (the old one). With neither side detached KL(z ‖ z) is 0 "
                   "for every z, so its Hessian is 0 too and TRPO's trust region disappears."),
+        Case("KL(z ‖ z) with an action of probability 0: the Hessian is still the finite Fisher matrix",
+             {"logits": z_never, "vector": v}, observe=_kl_curvature,
+             expected={"value": torch.tensor(0.0), "gradient": torch.zeros(4, 3),
+                       "Hessian-vector product": _analytic_logit_fisher(z_never, v)},
+             hint=hint_log + " The second backward pass (the Hessian) must stay finite too."),
     ]
 
 
@@ -198,6 +221,9 @@ def _fvp_cases() -> list[Case]:
     p_mlp = sum(p.numel() for p in mlp.parameters())
     bias_only = BiasOnlyPolicy(torch.log(torch.tensor([0.7, 0.3])))
     four_states = torch.zeros(4, 1)
+    one_state = torch.randn(1, 3, generator=g)
+    v_one = torch.randn(p_lin, generator=g)
+    never = BiasOnlyPolicy(torch.tensor([0.0, 0.0, _NEVER]))  # p = (0.5, 0.5, 0)
     hint_detach = ("build kl = mean KL(π_old ‖ π) with the old side DETACHED (categorical_kl does it), "
                    "take g = grad(kl, params, create_graph=True), then F v = grad(g · v, params).")
     return [
@@ -217,6 +243,17 @@ def _fvp_cases() -> list[Case]:
              {"policy": linear, "obs": obs, "vector": v, "damping": 0.0},
              expected=_analytic_linear_fisher(linear, obs, v), atol=1e-6, rtol=1e-5,
              hint=hint_detach),
+        Case("a batch of one state (B = 1), linear-softmax policy",
+             {"policy": linear, "obs": one_state, "vector": v_one, "damping": 0.1},
+             expected=_analytic_linear_fisher(linear, one_state, v_one) + 0.1 * v_one, atol=1e-6, rtol=1e-5,
+             hint="keep the batch dimension: no .squeeze() of the logits (it turns (1, A) into (A,)); reduce "
+                  "with dim=-1 over actions and take the mean over states."),
+        Case("a policy that never takes one action (p = (0.5, 0.5, 0)): F v is finite, not NaN",
+             {"policy": never, "obs": four_states, "vector": torch.tensor([1.0, 0.0, 1.0]), "damping": 0.1},
+             expected=torch.tensor([0.35, -0.25, 0.1]),
+             hint="F = diag(p) − p pᵀ = [[0.25, -0.25, 0], [-0.25, 0.25, 0], [0, 0, 0]]. Write the KL with "
+                  "F.log_softmax on both sides: log(softmax) gives 0 · (−inf) = NaN in the value and in both "
+                  "backward passes."),
         Case("a small MLP policy (4 → 8 → 2)", {"policy": mlp, "obs": mlp_obs,
              "vector": torch.randn(p_mlp, generator=g), "damping": 0.05},
              hint="flatten the gradients of all parameters in the order of policy.parameters()."),
@@ -329,32 +366,74 @@ class _Point(nn.Module):
         self.theta = nn.Parameter(theta.clone())
 
 
-def _search_outcome(policy: nn.Module, result: Any) -> dict[str, Any]:
-    params = parameters_to_vector(policy.parameters()).detach().clone()
-    if not isinstance(result, Mapping):
-        return {"parameters after the search": params, "returns a dict": False}
-    return {"parameters after the search": params, "accepted": bool(result.get("accepted")),
-            "backtracks": result.get("backtracks")}
+class _ToyEvaluate:
+    """``evaluate()`` of a toy search: (L(θ), KL(θ) = ½‖θ − θ_old‖²) at the point's current θ.
 
+    The surrogate is linear, L = θ·(1, 0.5), or concave, L = θ₀ − θ₀². The object holds the point it
+    evaluates, so the deep copy the checker makes of a case's inputs evaluates the copied point.
+    """
 
-def _toy_search(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    """KL(θ) = ½‖θ − θ_old‖²; surrogate linear (θ·(1, 0.5)) or concave (θ₀ − θ₀²)."""
-    theta_old = inputs["theta_old"]
-    point = _Point(theta_old)
-    kind = inputs["surrogate"]
+    def __init__(self, point: _Point, surrogate: str) -> None:
+        self.point = point
+        self.theta_old = point.theta.detach().clone()
+        self.surrogate = surrogate
 
-    def evaluate() -> tuple[float, float]:
+    def __call__(self) -> tuple[float, float]:
         with torch.no_grad():
-            theta = point.theta
-            surrogate = theta[0] - theta[0] ** 2 if kind == "concave" else theta @ torch.tensor([1.0, 0.5])
-            return float(surrogate), float(0.5 * ((theta - theta_old) ** 2).sum())
+            theta = self.point.theta
+            if self.surrogate == "concave":
+                value = theta[0] - theta[0] ** 2
+            else:
+                value = theta @ torch.tensor([1.0, 0.5])
+            return float(value), float(0.5 * ((theta - self.theta_old) ** 2).sum())
 
-    result = fn(policy=point, full_step=inputs["full_step"], evaluate=evaluate, max_kl=inputs["max_kl"],
-                shrink=0.8, max_backtracks=10)
-    return _search_outcome(point, result)
+    def __eq__(self, other: object) -> bool:  # the checker compares inputs before and after a call
+        return (isinstance(other, _ToyEvaluate) and other.surrogate == self.surrogate
+                and torch.equal(other.theta_old, self.theta_old))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        surrogate = "θ₀ − θ₀²" if self.surrogate == "concave" else "θ·(1, 0.5)"
+        return f"(L = {surrogate}, KL = ½‖θ − θ_old‖²) at θ_old = {[round(x, 5) for x in self.theta_old.tolist()]}"
 
 
-def _policy_search(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def _toy(theta_old: list[float], full_step: list[float], max_kl: float, surrogate: str = "linear",
+         shrink: float = 0.8, max_backtracks: int = 10) -> dict[str, Any]:
+    """The inputs of a toy search: a :class:`_Point` policy at θ_old and its ``evaluate``."""
+    point = _Point(torch.tensor(theta_old))
+    return {"policy": point, "full_step": torch.tensor(full_step), "evaluate": _ToyEvaluate(point, surrogate),
+            "max_kl": max_kl, "shrink": shrink, "max_backtracks": max_backtracks}
+
+
+_SEARCH_KEYS = ("accepted", "backtracks", "surrogate_improvement", "kl")
+
+
+def _search_outcome(policy: nn.Module, result: Any) -> dict[str, Any] | Problem:
+    """Where the search left the policy, whether it can still be trained, and every diagnostic returned."""
+    if not isinstance(result, Mapping):
+        return Problem(f"expected a dict with the keys {list(_SEARCH_KEYS)}, got {type(result).__name__}")
+    missing = [key for key in _SEARCH_KEYS if key not in result]
+    if missing:
+        return Problem(f"the returned dict is missing the key(s) {missing}")
+    params = list(policy.parameters())
+    return {"parameters after the search": parameters_to_vector(params).detach().clone(),
+            "parameters still require grad": all(p.requires_grad for p in params),
+            **{key: result[key] for key in _SEARCH_KEYS}}
+
+
+def _kept(theta: list[float], accepted: bool, backtracks: int, improvement: float, kl: float) -> dict[str, Any]:
+    """The expected outcome of a toy search (see :func:`_search_outcome`)."""
+    return {"parameters after the search": torch.tensor(theta), "parameters still require grad": True,
+            "accepted": accepted, "backtracks": backtracks, "surrogate_improvement": improvement, "kl": kl}
+
+
+def _search_in_place(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, Any] | Problem:
+    """The search run on the policy given as an input, which it must move (the case's ``may_modify``)."""
+    return _search_outcome(inputs["policy"], fn(**inputs))
+
+
+def _policy_search(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, Any] | Problem:
     """A real linear-softmax policy and batch; the full step is TRPO's step for δ = 0.01."""
     g = _seeded(inputs["seed"])
     policy = _linear_policy(4, 3, seed=inputs["seed"])
@@ -385,28 +464,28 @@ def _search_cases() -> list[Case]:
     hint = ("for j in 0..max_backtracks−1 set θ = θ_old + shrink**j · full_step and accept when "
             "KL ≤ max_kl AND the surrogate beats its value at θ_old.")
     rollback = "when no step passes, write θ_old back into the policy before returning."
+    in_place = {"observe": _search_in_place, "may_modify": ("policy",)}
     return [
-        Case("the full step passes both checks: keep it (0 backtracks)",
-             {"theta_old": torch.tensor([0.5, -0.2]), "full_step": torch.tensor([0.1, 0.05]), "max_kl": 0.01,
-              "surrogate": "linear"}, observe=_toy_search,
-             expected={"parameters after the search": torch.tensor([0.6, -0.15]), "accepted": True,
-                       "backtracks": 0}, hint="move from θ_old (not from 0): θ = θ_old + full_step. " + hint),
+        Case("the full step passes both checks: keep it (0 backtracks)", _toy([0.5, -0.2], [0.1, 0.05], 0.01),
+             expected=_kept([0.6, -0.15], True, 0, 0.125, 0.00625),
+             hint="move from θ_old (not from 0): θ = θ_old + full_step, and leave the parameters trainable "
+                  "(requires_grad stays True). " + hint, **in_place),
         Case("the full step breaks the trust region: shrink 4 times (0.8⁴ · 0.3 = 0.12288)",
-             {"theta_old": torch.tensor([0.5, -0.2]), "full_step": torch.tensor([0.3, 0.0]), "max_kl": 0.01,
-              "surrogate": "linear"}, observe=_toy_search,
-             expected={"parameters after the search": torch.tensor([0.62288, -0.2]), "accepted": True,
-                       "backtracks": 4}, hint="backtracks is the j of the accepted step. " + hint),
+             _toy([0.5, -0.2], [0.3, 0.0], 0.01), expected=_kept([0.62288, -0.2], True, 4, 0.12288, 0.0075497472),
+             hint="backtracks is the j of the accepted step, and surrogate_improvement = L(θ_j) − L(θ_old) and kl "
+                  "are those of that step, not of the full step. Leave full_step as it is (no `full_step *= "
+                  "shrink`). " + hint, **in_place),
         Case("the surrogate falls for long steps (θ₀ − θ₀², step 1.5): shrink until it improves",
-             {"theta_old": torch.tensor([0.0, 0.0]), "full_step": torch.tensor([1.5, 0.0]), "max_kl": 10.0,
-              "surrogate": "concave"}, observe=_toy_search,
-             expected={"parameters after the search": torch.tensor([0.96, 0.0]), "accepted": True,
-                       "backtracks": 2},
-             hint="check the improvement too, not only the KL: L(θ_j) > L(θ_old). " + hint),
+             _toy([0.0, 0.0], [1.5, 0.0], 10.0, "concave"), expected=_kept([0.96, 0.0], True, 2, 0.0384, 0.4608),
+             hint="check the improvement too, not only the KL: L(θ_j) > L(θ_old). " + hint, **in_place),
+        Case("shrink 0.5 and 3 tries (baselines' settings): the last try, θ_old + 0.5² · full_step, is kept",
+             _toy([0.5, -0.2], [0.3, 0.0], 0.01, shrink=0.5, max_backtracks=3),
+             expected=_kept([0.575, -0.2], True, 2, 0.075, 0.0028125),
+             hint="use the shrink and max_backtracks arguments, not 0.8 and 10. " + hint, **in_place),
         Case("no step improves the surrogate (a descent direction): roll back",
-             {"theta_old": torch.tensor([0.5, -0.2]), "full_step": torch.tensor([-0.1, 0.0]), "max_kl": 1.0,
-              "surrogate": "linear"}, observe=_toy_search, atol=0.0, rtol=0.0,
-             expected={"parameters after the search": torch.tensor([0.5, -0.2]), "accepted": False,
-                       "backtracks": 10}, hint=rollback + " A step that lowers L must never be kept."),
+             _toy([0.5, -0.2], [-0.1, 0.0], 1.0), atol=0.0, rtol=0.0, expected=_kept([0.5, -0.2], False, 10, 0.0, 0.0),
+             hint=rollback + " A step that lowers L must never be kept. After a rollback report "
+                  "surrogate_improvement = kl = 0.0 (those of θ_old), not those of the last step tried.", **in_place),
         Case("a real policy with max_kl = 1e-12: every step fails, parameters unchanged bit for bit",
              {"seed": 0, "max_kl": 1e-12}, observe=_policy_search, atol=0.0, rtol=0.0,
              hint=rollback + " Save θ_old = parameters_to_vector(...).clone() first."),
