@@ -61,6 +61,7 @@ def categorical_entropy(logits: torch.Tensor) -> torch.Tensor:
     _check_logits(logits)
     log_probs = F.log_softmax(logits, dim=-1)  # (..., A)
     probs = log_probs.exp()
-    # Clamping -inf to the most negative finite float keeps 0 * log 0 = 0 and its gradient finite.
-    safe_log_probs = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
+    # log 0 = -inf becomes 0 where p = 0 exactly: the term is 0 · 0 = 0, and its gradient is 0 too
+    # (clamping -inf to the most negative float instead overflows to NaN in the backward pass).
+    safe_log_probs = torch.where(torch.isinf(log_probs), torch.zeros_like(log_probs), log_probs)
     return -(probs * safe_log_probs).sum(dim=-1)  # (...)

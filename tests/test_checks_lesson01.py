@@ -1,6 +1,14 @@
-"""The lesson-01 checkers accept the references and reject the known-wrong versions (bug catalogue §11)."""
+"""The lesson-01 checkers accept the references and reject the known-wrong versions (bug catalogue §11).
+
+Beside the catalogue's bugs, each class of bug the checks must catch has a wrong version here that an
+earlier version of the checks accepted, with the case that must catch it: a single env (N = 1) where a
+``.squeeze()`` broadcasts, an input that must be a constant but leaks a gradient, and a gradient that
+is NaN where the value is fine.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -14,6 +22,13 @@ EXERCISES = {e.name: e for e in exercises.for_lesson("01")}
 
 def run(name, fn):
     return checker.run_exercise(EXERCISES[name], fn)
+
+
+def assert_caught(name, wrong, caught_by, problem=""):
+    """``wrong`` fails exercise ``name`` first at the case whose label starts with ``caught_by``."""
+    result = run(name, wrong)
+    assert result.status == "failed", wrong.__name__
+    assert f"case '{caught_by}" in result.message and problem in result.message, result.message
 
 
 def test_lesson01_has_five_exercises_with_unique_names():
@@ -144,9 +159,26 @@ def test_policy_gradient_loss_rejects(wrong):
     assert not run("policy_gradient_loss", wrong).passed
 
 
-def test_policy_gradient_loss_not_detached_is_caught_by_the_critic_case():
-    # Same value everywhere, so only the gradient observer can catch it.
-    message = run("policy_gradient_loss", pg_not_detached).message
+def pg_squeezes(logp, advantages):  # class (a): logp.squeeze() of a (T, 1) batch broadcasts to (T, T)
+    return -(logp.squeeze() * advantages.detach()).mean()
+
+
+@pytest.mark.parametrize(("wrong", "caught_by", "problem"), [
+    (pg_not_detached, "∂L/∂logp = -Â / B, and no gradient into the advantages", "`advantages` is a constant"),
+    (pg_logp_detached, "∂L/∂logp = -Â / B, and no gradient into the advantages", "no gradient reaches `logp`"),
+    (pg_squeezes, "one env: (T, N) = (5, 1)", "expected"),
+])
+def test_policy_gradient_loss_bug_is_caught_by_its_case(wrong, caught_by, problem):
+    assert_caught("policy_gradient_loss", wrong, caught_by, problem)
+
+
+def test_the_critic_case_alone_catches_an_advantage_that_is_not_detached():
+    # Same value everywhere, so only a gradient observer can catch it; this one in a real critic.
+    exercise = EXERCISES["policy_gradient_loss"]
+    critic = [c for c in exercise.make_cases() if "no gradient into the critic" in c.label]
+    alone = dataclasses.replace(exercise, make_cases=lambda: critic)
+    assert checker.run_exercise(alone, exercise.reference).passed
+    message = checker.run_exercise(alone, pg_not_detached).message
     assert "no gradient into the critic" in message
 
 
@@ -176,9 +208,31 @@ def vl_targets_not_detached(values, returns):
     return ((values - returns) ** 2).mean()
 
 
+def vl_squeezes(values, returns):  # class (a): values.squeeze() "for the critic's (B, 1) output"
+    return ((values.squeeze() - returns.detach()) ** 2).mean()
+
+
+def vl_squared_distance(values, returns):  # class (b): the distance √Σ(V − G)², squared: NaN gradient at V = G
+    return torch.sqrt(((values - returns.detach()) ** 2).sum()) ** 2 / values.numel()
+
+
+def vl_detached(values, returns):  # class (b): a loss that cannot train the critic
+    return ((values.detach() - returns.detach()) ** 2).mean()
+
+
 @pytest.mark.parametrize("wrong", [vl_half, vl_sum, vl_abs, vl_targets_not_detached])
 def test_value_loss_rejects(wrong):
     assert not run("value_loss", wrong).passed
+
+
+@pytest.mark.parametrize(("wrong", "caught_by", "problem"), [
+    (vl_targets_not_detached, "gradients: 2(V − G)/B", "`returns` is a constant"),
+    (vl_detached, "gradients: 2(V − G)/B", "no gradient reaches `values`"),
+    (vl_squeezes, "one env: (T, N) = (5, 1)", "expected"),
+    (vl_squared_distance, "a perfect fit V = G", "NaN"),
+])
+def test_value_loss_bug_is_caught_by_its_case(wrong, caught_by, problem):
+    assert_caught("value_loss", wrong, caught_by, problem)
 
 
 # --- 01.5 batch_advantages: wrong versions -------------------------------------------------------
@@ -211,6 +265,24 @@ def adv_no_eps(returns, values):
                                    adv_not_normalised, adv_no_eps])
 def test_batch_advantages_rejects(wrong):
     assert not run("batch_advantages", wrong).passed
+
+
+def adv_not_detached(returns, values):  # class (b): V from the critic keeps its graph
+    adv = returns - values
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+def adv_squeezes(returns, values):  # class (a): values.squeeze(-1) "for the critic's (B, 1) output"
+    adv = (returns - values.squeeze(-1)).detach()
+    return (adv - adv.mean()) / (adv.std() + 1e-8)
+
+
+@pytest.mark.parametrize(("wrong", "caught_by", "problem"), [
+    (adv_not_detached, "the advantages are constants", "`values` is a constant"),
+    (adv_squeezes, "one env: (T, N) = (5, 1)", "expected shape (5, 1), got shape (5, 5)"),
+])
+def test_batch_advantages_bug_is_caught_by_its_case(wrong, caught_by, problem):
+    assert_caught("batch_advantages", wrong, caught_by, problem)
 
 
 def test_batch_advantages_rejects_per_episode_normalisation_on_the_sum_to_zero_numbers():

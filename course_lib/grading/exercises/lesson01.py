@@ -2,6 +2,10 @@
 
 Hand-computed cases come from the course's algorithm notes (§1 reward-to-go, §2 REINFORCE, §3 the
 λ = 1 column of the GAE table); the bug catalogue's entries 1-5 each have a case that catches them.
+Every function takes ``(T,)`` or ``(T, N)``, so the cases include a single step (T = 1) and a single
+env (N = 1), where a stray ``.squeeze()`` broadcasts ``(T,)`` against ``(T, 1)`` into ``(T, T)``.
+Gradients go through :func:`course_lib.grading.observers.gradients`: what a loss must train has a
+gradient, its targets and weights (returns, advantages) get none, and none is NaN.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 import torch
 
 from course_lib import estimators
+from course_lib.grading import observers
 from course_lib.grading.checker import Case, Exercise
 from course_lib.rl import reinforce
 
@@ -62,6 +67,12 @@ def _rtg_cases() -> list[Case]:
         Case("a (T, N) = (5, 3) batch of 3 envs, one last_value per env",
              {"rewards": batch_rewards, "dones": batch_dones, "gamma": 0.9, "last_value": _t(0.5, -1.0, 2.0)},
              hint="index time on dimension 0 only (rewards[t], dones[t]) so it works for (T, N) too."),
+        Case("a single step (T = 1) cut mid-episode: G_0 = r_0 + γ·last_value = 2 + 0.9·1",
+             {"rewards": _t(2.0), "dones": _b(0), "gamma": 0.9, "last_value": 1.0}, expected=_t(2.9),
+             hint="a segment may hold one step: the recursion then runs once, from last_value."),
+        Case("one env: (T, N) = (4, 1) with last_value of shape (1,)",
+             {"rewards": batch_rewards[:4, :1], "dones": batch_dones[:4, :1], "gamma": 0.9, "last_value": _t(0.5)},
+             hint="keep the env dimension even when N = 1 (no .squeeze()): the result has the shape of rewards."),
     ]
 
 
@@ -100,6 +111,12 @@ def _boot_cases() -> list[Case]:
              expected=_t(1.9, 1.0, 1.45), hint="reset the sum at the end of the first episode."),
         Case("random (T, N) = (16, 3) segment with terminations and truncations", rand,
              hint="dones = terminated | truncated resets the sum; only truncated steps bootstrap."),
+        Case("a single step (T = 1), truncated: G_0 = r_0 + γ·V(final obs) = 1 + 0.9·2",
+             {"rewards": _t(1.0), "terminated": _b(0), "truncated": _b(1), "next_values": _t(2.0), "gamma": 0.9},
+             expected=_t(2.8), hint="a segment may hold one step; a truncated step still bootstraps once."),
+        Case("one env: (T, N) = (16, 1) segment", {**rand, **{k: rand[k][:, :1] for k in
+                                                             ("rewards", "terminated", "truncated", "next_values")}},
+             hint="keep the env dimension even when N = 1 (no .squeeze()): the result has the shape of rewards."),
     ]
 
 
@@ -108,14 +125,8 @@ def _boot_cases() -> list[Case]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _grad_wrt_logp(fn: Callable[..., Any], inputs: dict[str, Any]) -> torch.Tensor:
-    """Observe ∂L/∂logp; it must be −Â/B."""
-    logp = inputs["logp"].clone().requires_grad_(True)
-    loss = fn(logp=logp, advantages=inputs["advantages"])
-    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-        return torch.full_like(logp, float("nan"))
-    (grad,) = torch.autograd.grad(loss.sum(), logp, allow_unused=True)
-    return torch.zeros_like(logp) if grad is None else grad
+_PG_GRADIENTS = observers.gradients(wrt=["logp"], constant=["advantages"], name="loss")
+"""The loss, ∂L/∂logp (must be −Â/B) and ∂L/∂advantages (must be 0: the advantage is a constant weight)."""
 
 
 def _grad_into_critic(fn: Callable[..., Any], inputs: dict[str, Any]) -> list[torch.Tensor]:
@@ -150,14 +161,20 @@ def _pg_cases() -> list[Case]:
     logp = -torch.rand(6, 4, generator=g) * 2  # (T, N)
     adv = torch.randn(6, 4, generator=g)
     flat_logp, flat_adv = -torch.rand(8, generator=g), torch.randn(8, generator=g)
+    one_env_logp, one_env_adv = -torch.rand(5, 1, generator=g), torch.randn(5, 1, generator=g)
     return [
         Case("hand-computed: logp = [ln ½, ln ¼], Â = [1, 2]",
              {"logp": _t(-0.6931472, -1.3862944), "advantages": _t(1.0, 2.0)}, expected=torch.tensor(1.7328680),
              hint="L = -mean(logp · Â): a minus sign, and a mean (not a sum)."),
         Case("random (T, N) = (6, 4) batch", {"logp": logp, "advantages": adv},
              hint="average over every element, whatever the shape; return a scalar tensor."),
-        Case("∂L/∂logp = -Â / B", {"logp": flat_logp, "advantages": flat_adv}, observe=_grad_wrt_logp,
-             hint="keep logp in the graph (no .detach() or .item() on it)."),
+        Case("one env: (T, N) = (5, 1) batch", {"logp": one_env_logp, "advantages": one_env_adv},
+             hint="multiply tensors of the same shape: a .squeeze() on one side turns (5,) · (5, 1) into a (5, 5) "
+                  "outer product and the mean is wrong."),
+        Case("∂L/∂logp = -Â / B, and no gradient into the advantages", {"logp": flat_logp, "advantages": flat_adv},
+             observe=_PG_GRADIENTS,
+             hint="keep logp in the graph (no .detach() or .item() on it) and use advantages.detach(): the "
+                  "advantage is a constant weight, not something to optimise."),
         Case("the policy loss sends no gradient into the critic (Â = G − V is detached)",
              {"logp": flat_logp[:5], "returns": torch.randn(5, generator=g), "obs": torch.randn(5, 3, generator=g)},
              expected=[torch.zeros(1, 3), torch.zeros(1)], observe=_grad_into_critic,
@@ -173,18 +190,8 @@ def _pg_cases() -> list[Case]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _value_grads(fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Observe ∂L/∂values (must be 2(V − G)/B) and ∂L/∂returns (must be 0: returns are targets)."""
-    values = inputs["values"].clone().requires_grad_(True)
-    rets = inputs["returns"].clone().requires_grad_(True)
-    loss = fn(values=values, returns=rets)
-    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-        nan = torch.full_like(values, float("nan"))
-        return {"d loss / d values": nan, "d loss / d returns": nan}
-    grad_v, grad_r = torch.autograd.grad(loss.sum(), [values, rets], allow_unused=True)
-    zeros = torch.zeros_like(values)
-    return {"d loss / d values": zeros if grad_v is None else grad_v,
-            "d loss / d returns": zeros if grad_r is None else grad_r}
+_VALUE_GRADIENTS = observers.gradients(wrt=["values"], constant=["returns"], name="loss")
+"""The loss, ∂L/∂values (must be 2(V − G)/B) and ∂L/∂returns (must be 0: the returns are targets)."""
 
 
 def _value_cases() -> list[Case]:
@@ -196,15 +203,27 @@ def _value_cases() -> list[Case]:
              hint="mean((V − G)²): square the error, average it, no ½ factor."),
         Case("random (T, N) = (7, 3) batch", {"values": values, "returns": rets},
              hint="average over every element, whatever the shape; return a scalar tensor."),
+        Case("one env: (T, N) = (5, 1) batch", {"values": values[:5, :1], "returns": rets[:5, :1]},
+             hint="subtract tensors of the same shape: values.squeeze() (for a critic's (B, 1) output) turns "
+                  "(5,) − (5, 1) into a (5, 5) table of differences and the mean is wrong."),
         Case("gradients: 2(V − G)/B into the values, nothing into the targets",
-             {"values": values[:, 0], "returns": rets[:, 0]}, observe=_value_grads,
-             hint="the returns are regression targets: use returns.detach()."),
+             {"values": values[:, 0], "returns": rets[:, 0]}, observe=_VALUE_GRADIENTS,
+             hint="keep the values in the graph (no .detach() or .item()); the returns are regression targets: "
+                  "use returns.detach()."),
+        Case("a perfect fit V = G: loss 0, and gradient 0 rather than NaN",
+             {"values": _t(1, -2, 3), "returns": _t(1, -2, 3)}, observe=_VALUE_GRADIENTS,
+             hint="square the errors directly: a square root (e.g. torch.sqrt(Σ(V − G)²)², an RMSE squared) has "
+                  "gradient 0/0 = NaN where every error is 0."),
     ]
 
 
 # ---------------------------------------------------------------------------------------------
 # 01.5 batch_advantages
 # ---------------------------------------------------------------------------------------------
+
+
+_ADV_GRADIENTS = observers.gradients(constant=["values", "returns"], name="advantages")
+"""The advantages, and their gradients wrt the values and the returns, which must be 0 (detached)."""
 
 
 def _adv_cases() -> list[Case]:
@@ -227,6 +246,13 @@ def _adv_cases() -> list[Case]:
         Case("all advantages equal: the result is 0, not NaN",
              {"returns": _t(1, 1, 1, 1), "values": torch.zeros(4)}, expected=torch.zeros(4),
              hint="add a small eps (1e-8) to the std before dividing."),
+        Case("one env: (T, N) = (5, 1) batch", {"returns": rets[:5, :1], "values": values[:5, :1]},
+             hint="subtract tensors of the same shape: values.squeeze(-1) (for a critic's (B, 1) output) turns "
+                  "(5, 1) − (5,) into a (5, 5) table and the result has the wrong shape."),
+        Case("the advantages are constants: no gradient reaches the returns or the values",
+             {"returns": rets, "values": values}, observe=_ADV_GRADIENTS,
+             hint="detach G − V before normalising: V comes from the critic, and a policy loss weighted by "
+                  "undetached advantages would push the critic too."),
     ]
 
 
