@@ -6,8 +6,9 @@ wall time of:
 - ``import course_lib`` (what every notebook's first cell pays before anything else);
 - ``python tools/make_lessons.py --check`` (the lesson generator, as CI and maintainers run it);
 - ``import torch`` alone, the floor under anything that needs tensors;
-- the first check of lesson 00's exercise 00.1 in a new process, imports included, and which heavy
-  libraries (gymnasium, transformers, trl) that check pulled in.
+- the first check of lesson 00's exercise 00.1 in a new process, imports included; in parentheses the
+  part after ``import torch`` (what the checker itself costs) and which heavy libraries (gymnasium,
+  transformers, trl) that check pulled in.
 
 Every figure in the notes about start-up time comes from this script.
 """
@@ -24,12 +25,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 FIRST_CHECK = """
-import sys, io, contextlib
+import sys, io, contextlib, time
+import torch
+start = time.perf_counter()
 from course_lib import check, distributions
 with contextlib.redirect_stdout(io.StringIO()):
     check.log_prob_of_actions(distributions.log_prob_of_actions)
 heavy = [m for m in ("gymnasium", "transformers", "trl") if m in sys.modules]
-print("heavy modules loaded:", ", ".join(heavy) or "none")
+print(f"after torch: {time.perf_counter() - start:.2f} s; heavy modules loaded: {', '.join(heavy) or 'none'}")
 """
 
 COMMANDS = {

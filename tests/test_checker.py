@@ -535,6 +535,24 @@ def test_the_source_index_agrees_with_the_imported_registry():
         exercises.id_of("no_such_function")
 
 
+def test_the_index_refuses_an_exercise_it_cannot_read_from_the_source(tmp_path: Path):
+    from course_lib.grading.exercises import _entries_in
+
+    good = tmp_path / "lesson07.py"
+    good.write_text('EXERCISES = [Exercise("07.1", "grpo_loss", "t", ref, cases),\n'
+                    '             Exercise(\n    "07.2", "k3_kl", "t", ref, cases)]\n')
+    assert [(e.id, e.name, e.lesson) for e in _entries_in(good)] == [("07.1", "grpo_loss", "07"),
+                                                                      ("07.2", "k3_kl", "07")]
+    computed = tmp_path / "lesson08.py"
+    computed.write_text('ID = "08.1"\nEXERCISES = [Exercise(ID, "capstone", "t", ref, cases)]\n')
+    with pytest.raises(ValueError, match="literal strings"):
+        _entries_in(computed)
+    misplaced = tmp_path / "lesson05.py"
+    misplaced.write_text('EXERCISES = [Exercise("06.1", "dpo_loss", "t", ref, cases)]\n')
+    with pytest.raises(ValueError, match="not its own lesson module"):
+        _entries_in(misplaced)
+
+
 def _modules_after(code: str) -> set[str]:
     done = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sorted(sys.modules)))"],
                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
