@@ -454,6 +454,12 @@ def test_use_reference_sentinel_and_custom_observer():
 # --- check() ------------------------------------------------------------------------------------
 
 
+def test_feedback_html_renders_code_spans_and_escapes_the_rest():
+    line = "❌ Exercise 01.1 `reward_to_go`: expected <1 & got `x[0]` (a_t_b)"
+    assert checker.feedback_html(line) == ("<div>❌ Exercise 01.1 <code>reward_to_go</code>: expected &lt;1 &amp; "
+                                           "got <code>x[0]</code> (a_t_b)</div>")
+
+
 def test_check_returns_the_learners_function_on_pass(capsys):
     def mine(x):
         return 2 * x

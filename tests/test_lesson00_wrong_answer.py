@@ -87,6 +87,11 @@ def test_wrong_answer_gives_one_clear_line_and_the_notebook_finishes(learner_cop
     assert "00.1" in wrong and "expected" in wrong and "got" in wrong and "reference" in wrong, wrong
     assert "00.2" in check_lines["sample_actions"] and "passed" in check_lines["sample_actions"]
     assert "not attempted" in check_lines["categorical_entropy"], check_lines["categorical_entropy"]
+    # In JupyterLab the line is rich output: code spans rendered, no literal backticks; the plain text
+    # stays beside it for nbval, nbclient and text front ends.
+    check_cell = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("log_prob_of_actions = check."))
+    rich = [o["data"]["text/html"] for o in check_cell.outputs if "text/html" in o.get("data", {})]
+    assert len(rich) == 1 and "<code>log_prob_of_actions</code>" in rich[0] and "`" not in rich[0], rich
     summary = next(c for c in nb.cells if c.cell_type == "code" and c.source.strip() == "check.summary()")
     assert "1/3 exercises passed" in _output_text(summary), _output_text(summary)
 

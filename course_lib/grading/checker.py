@@ -17,8 +17,10 @@ unfinished lesson still runs top to bottom. With ``COURSE_STRICT=1`` a failing c
 from __future__ import annotations
 
 import copy
+import html
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -358,6 +360,32 @@ def _log(result: CheckResult) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, nbclient, nbval); False in plain Python or a REPL."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def feedback_html(line: str) -> str:
+    """The feedback line as HTML: escaped, with each `backticked` span shown as code."""
+    return "<div>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line, quote=False)) + "</div>"
+
+
+def show_feedback(line: str) -> None:
+    """Show one feedback line: in a notebook as rich output (code spans rendered, the plain text kept as
+    the ``text/plain`` alternative that nbval, nbclient and text front ends read), elsewhere printed."""
+    if not _in_jupyter_kernel():
+        print(line)
+        return
+    from IPython.display import display
+
+    display({"text/plain": line, "text/html": feedback_html(line)}, raw=True)
+
+
 def check(exercise: Exercise, fn: Any) -> Callable[..., Any]:
     """Check ``fn`` against ``exercise``, print one line, and return the function to use next.
 
@@ -370,11 +398,11 @@ def check(exercise: Exercise, fn: Any) -> Callable[..., Any]:
     _log(outcome)
     head = f"Exercise {exercise.id} `{exercise.name}`"
     if outcome.passed:
-        print(f"✅ {head}: passed {outcome.message} ({outcome.seconds:.2f} s). Using your function.")
+        show_feedback(f"✅ {head}: passed {outcome.message} ({outcome.seconds:.2f} s). Using your function.")
         return fn
     mark = "⏳" if outcome.status == "not attempted" else "❌"
     line = f"{mark} {head}: {outcome.message}"
     if _strict():
         raise ExerciseCheckFailed(line)
-    print(f"{line} → Using the reference `{exercise.reference_path}` for now.")
+    show_feedback(f"{line} → Using the reference `{exercise.reference_path}` for now.")
     return exercise.reference
