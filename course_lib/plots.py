@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from course_lib.runtime import in_jupyter_kernel as _kernel_attached
+
 __all__ = ["smooth", "plot_curves", "plot_history", "LivePlot"]
 
 Run = tuple[Sequence[float], Sequence[float]] | Sequence[float]
@@ -157,16 +159,6 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, *, x_key: str 
     ncols = max(1, min(ncols, len(keys)))
     fig = plt.figure(figsize=(3.4 * ncols, 2.6 * math.ceil(len(keys) / ncols)))
     return _draw_panels(fig, series, x_key or "row", smooth_window, thresholds or {}, ncols)
-
-
-def _kernel_attached() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, nbclient, nbval); False in plain Python or a REPL."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _display(png: bytes, handle: Any = None) -> Any:

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
+    "in_jupyter_kernel",
     "choose_device",
     "seed_everything",
     "set_torch_threads",
@@ -120,6 +121,16 @@ def progress(iterable: Iterable[T], **kwargs) -> Iterable[T]:
     """A ``tqdm.auto`` progress bar: a widget in JupyterLab, text in a terminal, none in CI logs."""
     kwargs.setdefault("disable", os.environ.get("CI") == "true" and not sys.stdout.isatty())
     return tqdm(iterable, **kwargs)
+
+
+def in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, nbclient, nbval); False in plain Python or a REPL."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def setup(seed: int = 0, device: str | None = None, num_threads: int | None = None) -> torch.device:

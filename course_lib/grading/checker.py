@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from course_lib import runtime
 from course_lib.grading.compare import compare, compare_modules, describe
 
 __all__ = [
@@ -360,16 +361,6 @@ def _log(result: CheckResult) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def _in_jupyter_kernel() -> bool:
-    """True inside a Jupyter kernel (JupyterLab, nbclient, nbval); False in plain Python or a REPL."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 def feedback_html(line: str) -> str:
     """The feedback line as HTML: escaped, with each `backticked` span shown as code."""
     return "<div>" + re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line, quote=False)) + "</div>"
@@ -378,7 +369,7 @@ def feedback_html(line: str) -> str:
 def show_feedback(line: str) -> None:
     """Show one feedback line: in a notebook as rich output (code spans rendered, the plain text kept as
     the ``text/plain`` alternative that nbval, nbclient and text front ends read), elsewhere printed."""
-    if not _in_jupyter_kernel():
+    if not runtime.in_jupyter_kernel():
         print(line)
         return
     from IPython.display import display
