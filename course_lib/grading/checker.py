@@ -270,8 +270,9 @@ def _mutation(case: Case, before: Mapping[str, Any], after: Mapping[str, Any]) -
             continue
         now = after[key]
         if isinstance(original, torch.nn.Module) and isinstance(now, torch.nn.Module):
-            if compare_modules(original, now) is not None:
-                return (f"your function changed the model `{key}` in place ({compare_modules(original, now)}); "
+            changed = compare_modules(original, now)
+            if changed is not None:
+                return (f"your function changed the model `{key}` in place ({changed}); "
                         f"this exercise must leave it untouched")
             if any(p.grad is not None for p in now.parameters()) and all(
                     p.grad is None for p in original.parameters()):
