@@ -17,7 +17,7 @@ both sides alike.
 Usage::
 
     pip install -e ".[bench]"
-    python benchmarks/cartpole_peers.py [--seeds 5] [--max-steps 100000] \
+    python benchmarks/cartpole_peers.py [--seeds 10] [--max-steps 100000] \
         [--only ours|sb3|all] [--methods ppo,trpo,reinforce]
 """
 
@@ -55,7 +55,7 @@ ZOO_TRPO = dict(n_envs=2, n_steps=512, batch_size=512, cg_damping=1e-3, gae_lamb
 # Targets for our side (from the issue). Steps are medians over seeds; wall ratios are ours/theirs.
 TARGETS = {"ppo": dict(first=15_000, good=25_000, wall_ratio=0.5, peer="sb3_ppo"),
            "trpo": dict(first=25_000, good=60_000, wall_ratio=0.5, peer="sb3_trpo")}
-REINFORCE_MIN_SOLVED = 4
+REINFORCE_MIN_SOLVED_FRACTION = 0.8  # of the seeds
 # Names a config's total-env-step budget might have; the first one present is set to --max-steps.
 BUDGET_FIELDS = ("total_env_steps", "total_steps", "total_timesteps", "env_steps", "num_env_steps")
 
@@ -320,10 +320,10 @@ def print_targets(results: dict[str, list[Run]], stats: dict[str, dict]) -> None
     if "ours_reinforce" in stats:
         runs = results["ours_reinforce"]
         solved = stats["ours_reinforce"]["first"]["n"]
-        ok = solved >= REINFORCE_MIN_SOLVED * len(runs) / 5
+        ok = solved >= REINFORCE_MIN_SOLVED_FRACTION * len(runs)
         print(f"  [{verdict(ok)}] REINFORCE solves (mean eval return ≥ 475 at least once) in "
               f"{solved}/{len(runs)} seeds within {runs[0].final_steps} env steps "
-              f"(target ≥ {REINFORCE_MIN_SOLVED} of 5)")
+              f"(target ≥ {REINFORCE_MIN_SOLVED_FRACTION:.0%} of the seeds)")
 
 
 def print_machine(args: argparse.Namespace) -> None:
@@ -359,7 +359,7 @@ def _stop(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--only", choices=("ours", "sb3", "all"), default="all")
     parser.add_argument("--methods", default="ppo,trpo,reinforce")

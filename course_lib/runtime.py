@@ -67,7 +67,8 @@ def _mps_available() -> bool:
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch generator seeded the same way.
 
-    Call it at the start of every training run: the same seed then gives the same numbers on CPU.
+    Call it at the start of every training run: the same seed then gives the same numbers on the
+    same CPU with one thread (another CPU model may round matrix products differently).
     """
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
