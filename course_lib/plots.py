@@ -70,6 +70,10 @@ METRICS: dict[str, Metric] = {
     "line_search_accepted": Metric("line search accepted", "1 = kept, 0 = rolled back"),
     "surrogate_improvement": Metric("surrogate improvement", "ΔL (normalised advantage)"),
     "step_norm": Metric("natural-gradient step norm", "‖Δθ‖ (parameter space)"),
+    # language models (course_lib.lm.sft, course_lib.lm.policy_gradient)
+    "eval_accuracy": Metric("greedy held-out accuracy", "fraction of test problems right", "target"),
+    "reward": Metric("mean reward of the batch, sampling policy", "reward (1 = right)", "target"),
+    "completion_length": Metric("completion length", "tokens, EOS included"),
     # bookkeeping, and lesson 00's bandit
     "env_steps": Metric("environment steps", "steps"),
     "wall_seconds": Metric("wall-clock time", "s"),

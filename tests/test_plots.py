@@ -152,11 +152,11 @@ def test_liveplot_figure_is_not_a_pyplot_figure():
     live = plots.LivePlot()
     empty = live.figure()
     for i in range(5):
-        live.update(reward=i)
+        live.update(bonus=i)
     fig = live.figure()
     assert isinstance(fig, Figure) and isinstance(empty, Figure)
     assert plt.get_fignums() == []
-    assert [ax.get_title() for ax in fig.axes] == ["reward: 4"]  # an unknown key is its own title
+    assert [ax.get_title() for ax in fig.axes] == ["bonus: 4"]  # an unknown key is its own title
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [0, 1, 2, 3, 4]  # x = update count
 
 

@@ -26,7 +26,7 @@ import torch
 
 from course_lib import distributions
 
-__all__ = ["position_ids_from_mask", "token_logps_from_logits", "per_token_logps", "sequence_logps"]
+__all__ = ["next_token_logps", "position_ids_from_mask", "token_logps_from_logits", "per_token_logps", "sequence_logps"]
 
 
 def _check_2d(name: str, tensor: Any) -> None:
@@ -70,6 +70,24 @@ def token_logps_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch
     return distributions.log_prob_of_actions(logits.float(), labels)  # (B, T)
 
 
+def next_token_logps(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log π(input_ids[:, t+1] | input_ids[:, :t+1]) for every t: the shift, the temperature and the gather.
+
+    Shapes: logits ``(B, L, V)`` of a forward over input_ids ``(B, L)`` → fp32 ``(B, L−1)``. The
+    logits at position t score the token at t+1, so ``logits[:, :-1]`` goes with ``input_ids[:, 1:]``;
+    the logits are divided by ``temperature`` (the one used when sampling) and log-softmaxed in fp32.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        raise ValueError(f"logits must be a 3-D torch.Tensor (B, L, V), got {getattr(logits, 'shape', type(logits))}")
+    _check_2d("input_ids", input_ids)
+    if input_ids.shape != logits.shape[:2] or input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must be (B, L) with L >= 2 and match logits (B, L, V); got input_ids "
+                         f"{tuple(input_ids.shape)} and logits {tuple(logits.shape)}")
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    return token_logps_from_logits(logits[:, :-1].float() / temperature, input_ids[:, 1:])  # (B, L−1)
+
+
 def per_token_logps(model: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     logits_to_keep: int, temperature: float = 1.0) -> torch.Tensor:
     """Log-probs of the last ``logits_to_keep`` tokens of each row (the completion) under ``model``.
@@ -96,8 +114,7 @@ def per_token_logps(model: Callable[..., Any], input_ids: torch.Tensor, attentio
     outputs = model(input_ids=input_ids, attention_mask=attention_mask,
                     position_ids=position_ids_from_mask(attention_mask),
                     logits_to_keep=logits_to_keep + 1, use_cache=False)
-    logits = outputs.logits[:, :-1, :].float() / temperature  # (B, C, V): position t scores token t+1
-    return token_logps_from_logits(logits, input_ids[:, -logits_to_keep:])  # (B, C)
+    return next_token_logps(outputs.logits, input_ids[:, -(logits_to_keep + 1):], temperature)  # (B, C)
 
 
 def sequence_logps(per_token_logps: torch.Tensor, completion_mask: torch.Tensor,

@@ -22,7 +22,7 @@ from course_lib import distributions
 from course_lib.lm.logprobs import position_ids_from_mask
 from course_lib.lm.model import check_compatible, context_length
 
-__all__ = ["Completions", "completion_mask_from_ids", "sample"]
+__all__ = ["Completions", "completion_mask_from_ids", "sample_next_token", "sample"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,24 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int) ->
     first_eos = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), length)  # (B,); C when none
     positions = torch.arange(length, device=completion_ids.device)  # (C,)
     return (positions.unsqueeze(0) <= first_eos.unsqueeze(1)).long()  # (B, C)
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None,
+                      greedy: bool = False) -> torch.Tensor:
+    """One next token per row: a draw from softmax(logits / temperature), or the argmax if ``greedy``.
+
+    Shapes: logits ``(B, V)`` (any float dtype; computed in fp32) → int64 ``(B,)``. The draw uses
+    ``torch.multinomial`` with ``generator`` only (the global random state is untouched when a
+    generator is given). The temperature must be the one the log-probs are later computed with.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError(f"logits must be a 2-D torch.Tensor (B, V), got {getattr(logits, 'shape', type(logits))}")
+    logits = logits.float()
+    if greedy:
+        return logits.argmax(dim=-1)  # (B,)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a positive finite number (or pass greedy=True), got {temperature!r}")
+    return distributions.sample_actions(logits / temperature, generator=generator)  # (B,)
 
 
 def _check_sampling_args(prompts: list[str], num_generations: int, max_new_tokens: int, temperature: float,
@@ -139,11 +157,7 @@ def sample(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: 
     finished = torch.zeros(batch_size, dtype=torch.bool, device=device)
     new_tokens = []
     for step in range(max_new_tokens):
-        logits = outputs.logits[:, -1, :].float()  # (B, V)
-        if greedy:
-            tokens = logits.argmax(dim=-1)  # (B,)
-        else:
-            tokens = distributions.sample_actions(logits / temperature, generator=generator)  # (B,)
+        tokens = sample_next_token(outputs.logits[:, -1, :], temperature, generator, greedy=greedy)  # (B,)
         tokens = tokens.masked_fill(finished, pad_id)  # rows that already stopped get padding
         new_tokens.append(tokens)
         finished |= tokens == eos_id

@@ -83,10 +83,11 @@ def sft_loss(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: tor
         raise ValueError(f"expected logits (B, L, V) and input_ids, completion_mask (B, L); got "
                          f"{tuple(logits.shape)}, {tuple(input_ids.shape)}, {tuple(completion_mask.shape)}")
     token_logps = token_logps_from_logits(logits[:, :-1], input_ids[:, 1:])  # (B, L−1)
-    mask = completion_mask[:, 1:].to(token_logps.dtype)  # (B, L−1)
-    if mask.sum() == 0:
+    keep = completion_mask[:, 1:].bool()  # (B, L−1): which scored tokens are completion tokens
+    if not keep.any():
         raise ValueError("completion_mask selects no token: there is nothing to learn in this batch")
-    return -(token_logps * mask).sum() / mask.sum()
+    # select, never multiply: a −inf log-prob behind the mask times 0 would be NaN
+    return -torch.where(keep, token_logps, torch.zeros_like(token_logps)).sum() / keep.sum()
 
 
 @dataclass(frozen=True)
@@ -137,15 +138,16 @@ def _learning_rate(config: SFTConfig, step: int) -> float:
 def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: Task,
               config: SFTConfig = SFTConfig(), *, seed: int = 0, history: training.History | None = None,
               callback: Callable[[int, training.History], None] | None = None,
-              progress: bool = False) -> training.History:
+              progress: bool = False, loss_fn: Callable[..., torch.Tensor] = sft_loss) -> training.History:
     """Fine-tune ``model`` in place on ``task.train``; return the history.
 
     Each step draws ``batch_size`` training examples (a fresh permutation per pass, from a generator
     seeded with ``seed``), takes one AdamW step on :func:`sft_loss` with a global gradient-norm
     clip, and logs ``step``, ``loss``, ``learning_rate`` and ``wall_seconds``; every ``eval_every``
     steps and at the end it adds ``eval_accuracy`` (greedy, on the first ``eval_examples`` test
-    problems). ``callback(step, history)`` runs after each step (a live plot, say). Ctrl-C stops
-    training and keeps the history.
+    problems). ``callback(step, history)`` runs after each step (a live plot, say). ``loss_fn`` has
+    the signature of :func:`sft_loss` (a lesson passes the learner's). Ctrl-C stops training and
+    keeps the history.
     """
     config.validate()
     check_compatible(model, tokenizer)
@@ -167,7 +169,7 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: 
             model.train()
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            position_ids=position_ids_from_mask(batch.attention_mask)).logits  # (B, L, V)
-            loss = sft_loss(logits, batch.input_ids, batch.completion_mask)
+            loss = loss_fn(logits, batch.input_ids, batch.completion_mask)
             training.ensure_finite(loss, "SFT loss", f"step {step}")
             lr = _learning_rate(config, step)
             for group in optimizer.param_groups:
