@@ -16,13 +16,21 @@ This file sits at the repository root, so pytest loads it for any run inside the
 including one on notebooks alone (``pytest lessons/01_policy_gradient.ipynb``). The hook is
 registered as a global plugin from ``pytest_configure`` so that it applies to every collected item
 whatever folder it comes from.
+
+A kernel that dies while starting is started again, up to three times. On a busy machine two
+kernels started at the same moment can pick the same TCP port (jupyter_client chooses free ports
+before the kernel binds them), and the loser exits before replying: seen once in a clean-clone CI
+run on 2026-12-02 ("Kernel died before replying to kernel_info", every cell of one notebook). Only
+the start is retried; a cell that fails still fails.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+import nbval.kernel
 import pytest
 
 _MANAGED = ("COURSE_STRICT", "COURSE_BUDGET", "MPLBACKEND")
@@ -62,3 +70,23 @@ class NotebookEnvironment:
 def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin(_PLUGIN_NAME):
         config.pluginmanager.register(NotebookEnvironment(), _PLUGIN_NAME)
+
+
+_start_new_kernel = nbval.kernel.start_new_kernel
+_KERNEL_START_ATTEMPTS = 3
+
+
+def _start_new_kernel_with_retries(*args, **kwargs):
+    """nbval's ``start_new_kernel``, tried again when the kernel dies before it is ready."""
+    for attempt in range(1, _KERNEL_START_ATTEMPTS + 1):
+        try:
+            return _start_new_kernel(*args, **kwargs)
+        except RuntimeError:
+            if attempt == _KERNEL_START_ATTEMPTS:
+                raise
+            logging.getLogger("nbval").warning("kernel start failed (attempt %d of %d); starting it again",
+                                               attempt, _KERNEL_START_ATTEMPTS)
+    raise AssertionError("unreachable")
+
+
+nbval.kernel.start_new_kernel = _start_new_kernel_with_retries

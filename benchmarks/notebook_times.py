@@ -8,6 +8,7 @@ Usage::
 
     python benchmarks/notebook_times.py                  # solutions and lessons
     python benchmarks/notebook_times.py --only solutions  # or: lessons
+    python benchmarks/notebook_times.py --match 04       # only notebooks whose name contains 04
 """
 
 from __future__ import annotations
@@ -53,19 +54,22 @@ def run_notebook(path: Path, settings: dict[str, str | None]) -> tuple[float, st
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(SETTINGS), help="time one folder only")
+    parser.add_argument("--match", default="", help="time only notebooks whose name contains this, e.g. 04")
     args = parser.parse_args(argv)
     folders = [args.only] if args.only else list(SETTINGS)
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {platform.platform()}, "
           f"{os.cpu_count()} CPU cores, Python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     failed = False
+    start_load = os.getloadavg()[0]
     for folder in folders:
         settings = SETTINGS[folder]
         print(f"\n{folder}/ ({', '.join(f'{k}={v}' for k, v in settings.items() if v)})")
-        for path in sorted((REPO / folder).glob("*.ipynb")):
+        for path in sorted(p for p in (REPO / folder).glob("*.ipynb") if args.match in p.name):
             seconds, outcome = run_notebook(path, settings)
             failed |= outcome != "ok"
             print(f"  {path.name:<28} {seconds:7.1f} s  {outcome}", flush=True)
+    print(f"\nload average at the start {start_load:.2f}, at the end {os.getloadavg()[0]:.2f}")
     return 1 if failed else 0
 
 
